@@ -1,0 +1,47 @@
+"""``create_app(settings)``: one ASGI application with every door of Tenantry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tenantry import __version__
+from tenantry.http import problems
+from tenantry.http.middleware import RequestContext
+from tenantry.identity.api import jwks_router
+from tenantry.identity.api import router as identity_router
+from tenantry.observability.health import router as health_router
+from tenantry.observability.logging import configure as configure_logging
+from tenantry.platform import Platform
+from tenantry.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, access_log: bool = True) -> FastAPI:
+    """Build the application; its lifespan starts and stops the platform behind it."""
+    settings = settings or Settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        platform = Platform(settings)
+        app.state.platform = platform
+        await platform.start()
+        try:
+            yield
+        finally:
+            await platform.stop()
+
+    app = FastAPI(
+        title="Tenantry",
+        version=__version__,
+        summary="Identity, tenancy, webhooks, billing, realtime and analytics for B2B SaaS products.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health_router)
+    app.include_router(jwks_router)
+    app.include_router(identity_router)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, access_log=access_log)
+    return app

@@ -1,0 +1,172 @@
+"""The ``tenantry`` command: serve, worker, migrate, keys, mail."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tenantry.settings import Settings
+
+app = typer.Typer(help="Tenantry: identity, tenancy and more for B2B SaaS products.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys of access tokens.", no_args_is_help=True)
+mail_app = typer.Typer(help="The local mailbox (used when no SMTP server is configured).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(mail_app, name="mail")
+console = Console()
+err = Console(stderr=True)
+
+
+def _migrate(settings: Settings) -> None:
+    from tenantry.db import migrate
+
+    with console.status("Applying database migrations…"):
+        migrate.upgrade(settings.database_url)
+    console.print(f"[green]Database is at revision {migrate.head_revision()}.[/green]")
+
+
+def _check_migrated(settings: Settings) -> None:
+    from tenantry.db import migrate
+
+    current = asyncio.run(migrate.current_revision(settings.database_url))
+    if current != migrate.head_revision():
+        err.print(
+            f"[red]The database is at revision {current or 'none'}, the code expects {migrate.head_revision()}.[/red]\n"
+            "Run [bold]tenantry migrate[/bold] first."
+        )
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+    _migrate(Settings())
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, help="Number of server processes."),
+    reload: bool = typer.Option(False, help="Restart on code changes (development)."),
+) -> None:
+    """Serve the HTTP API (and, unless TENANTRY_EMBEDDED_WORKER=false, the background work)."""
+    import uvicorn
+
+    from tenantry.identity.signing import KeyRing
+
+    settings = Settings()
+    if settings.should_auto_migrate:
+        _migrate(settings)
+    else:
+        _check_migrated(settings)
+    # Make the first signing key before the workers start, so they all agree on it.
+    from datetime import timedelta
+
+    KeyRing(settings.data_dir / "keys", token_ttl=timedelta(seconds=settings.access_token_ttl_seconds)).load_or_create()
+    console.print(f"Tenantry serving on [bold]http://{host}:{port}[/bold] ({workers} process(es))")
+    uvicorn.run(
+        "tenantry.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        access_log=False,
+        log_level=settings.log_level,
+        ws_per_message_deflate=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@app.command()
+def worker(once: bool = typer.Option(False, help="Do what is pending, then exit.")) -> None:
+    """Run background work (event dispatch, mail, later webhooks) without serving HTTP."""
+    from tenantry.observability.logging import configure
+    from tenantry.platform import Platform
+
+    settings = Settings()
+    configure(level=settings.log_level, json=settings.log_json)
+    _check_migrated(settings)
+
+    async def run() -> None:
+        platform = Platform(settings)
+        await platform.start(background=not once)
+        try:
+            if once:
+                await platform.drain()
+            else:
+                console.print(f"Worker {platform.node_id} running; Ctrl-C stops it.")
+                await asyncio.Event().wait()
+        finally:
+            await platform.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add a new signing key; older keys keep verifying until their tokens expire."""
+    from datetime import timedelta
+
+    from tenantry.identity.signing import KeyRing
+
+    settings = Settings()
+    ring = KeyRing(settings.data_dir / "keys", token_ttl=timedelta(seconds=settings.access_token_ttl_seconds))
+    ring.load_or_create()
+    kid = ring.rotate()
+    console.print(f"New signing key [bold]{kid}[/bold]; {len(ring.public_keys())} key(s) published.")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Show the published signing keys."""
+    from datetime import timedelta
+
+    from tenantry.identity.signing import KeyRing
+
+    settings = Settings()
+    ring = KeyRing(settings.data_dir / "keys", token_ttl=timedelta(seconds=settings.access_token_ttl_seconds))
+    ring.load_or_create()
+    table = Table("key id", "algorithm", "curve")
+    for key in ring.public_keys():
+        table.add_row(key["kid"], key["alg"], key["crv"])
+    console.print(table)
+
+
+@mail_app.command("list")
+def mail_list(
+    full: bool = typer.Option(False, "--full", help="Print each mail's whole text."),
+    last: int = typer.Option(20, help="How many of the newest mails to show."),
+) -> None:
+    """Print the mails kept in the local mailbox, newest last."""
+    from tenantry.mail.mailer import MailboxMailer
+
+    settings = Settings()
+    if settings.smtp_url:
+        err.print(f"Mail goes to SMTP ({settings.smtp_url}); the local mailbox is not used.")
+    messages = MailboxMailer(settings.data_dir / "mailbox", sender=settings.mail_from).messages()[-last:]
+    if not messages:
+        console.print("The mailbox is empty.")
+        return
+    for message in messages:
+        body = message.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        console.rule(f"[bold]{message['Subject']}[/bold]")
+        console.print(f"To: {message['To']}    Date: {message['Date']}")
+        console.print(text if full else "\n".join(line for line in text.splitlines() if line.strip()), markup=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The kernel every domain builds on; it imports no domain."""

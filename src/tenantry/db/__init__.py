@@ -1,0 +1,1 @@
+"""Storage: the engine, sessions, the declarative base and the Alembic history."""

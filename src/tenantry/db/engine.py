@@ -1,0 +1,91 @@
+"""The database port: one object owning the engines and handing out transactions.
+
+SQLite allows one writer at a time. Writes therefore go through a single pooled connection that
+starts its transactions with ``BEGIN IMMEDIATE`` (no lock upgrade, hence no deadlock between two
+writers; other processes wait on ``busy_timeout``), while reads use a pool of their own. On
+PostgreSQL both roles share one pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+def _sqlite_path(url: str) -> Path | None:
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that BEGIN is ours to issue.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+
+class Database:
+    """Engines for one database URL, and transactions on them."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = _sqlite_path(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=30)
+            self.reader = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
+            _configure_sqlite(self.writer, begin="BEGIN IMMEDIATE")
+            _configure_sqlite(self.reader, begin="BEGIN")
+        else:
+            self.writer = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=False)
+            self.reader = self.writer
+        self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False, autoflush=False)
+        self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False, autoflush=False)
+        self._after_commit: list[Callable[[dict[str, Any]], None]] = []
+
+    def on_commit(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(session.info)`` after every committed write transaction.
+
+        Services leave marks in ``session.info`` (say, that events were written) so that a
+        dispatcher can be woken at once instead of polling.
+        """
+        self._after_commit.append(callback)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        async with self._write_sessions() as session:
+            async with session.begin():
+                yield session
+            info = dict(session.info)
+        for callback in self._after_commit:
+            callback(info)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction on the read pool."""
+        async with self._read_sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()

@@ -1,0 +1,1 @@
+"""The event spine: the transactional outbox, its dispatcher, and durable jobs."""

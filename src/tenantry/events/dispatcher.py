@@ -1,0 +1,169 @@
+"""Handing outbox events to consumers, at least once, in order, without skipping late commits.
+
+Each consumer keeps a cursor. On PostgreSQL, ids come from a sequence when a row is inserted, not
+when it commits, so a row with a smaller id can become visible after a larger one. A gap seen
+between two ids is therefore remembered and re-read until its row shows up or ``gap_timeout``
+passes (the transaction rolled back). The stored cursor never moves past an open gap: after a
+restart the consumer re-reads from there, which is why consumers must be idempotent.
+
+Only the process holding a consumer's lease reads for it, so several ``serve`` or ``worker``
+processes may run dispatchers side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.core.clock import utcnow
+from tenantry.db.engine import Database
+from tenantry.db.upsert import insert_ignoring_conflicts
+from tenantry.events.models import ConsumerCursor, OutboxEvent
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[AsyncSession, Sequence[OutboxEvent]], Awaitable[None]]
+
+
+@dataclass
+class _Consumer:
+    name: str
+    handler: Handler
+    high: int | None = None  # highest id handed over by this process
+    gaps: dict[int, float] = field(default_factory=dict)  # missing id -> give up at (monotonic)
+
+    def position(self) -> int:
+        assert self.high is not None
+        return min(self.high, min(self.gaps) - 1) if self.gaps else self.high
+
+
+class Dispatcher:
+    """Reads the outbox for every registered consumer; woken after commits, else polls."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        node_id: str,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        gap_timeout: float = 60.0,
+        lease_seconds: float = 30.0,
+    ) -> None:
+        self.db = db
+        self.node_id = node_id
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.gap_timeout = gap_timeout
+        self.lease = timedelta(seconds=lease_seconds)
+        self._consumers: dict[str, _Consumer] = {}
+        self._wake = asyncio.Event()
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Add a consumer. Its handler runs in the transaction that also advances its cursor."""
+        self._consumers[name] = _Consumer(name, handler)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Dispatch until cancelled."""
+        await self._ensure_cursors()
+        while True:
+            try:
+                busy = await self.run_once()
+            except Exception:
+                log.exception("dispatcher.error")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                self._wake.clear()
+
+    async def drain(self) -> None:
+        """Dispatch until every consumer has caught up (used by tests and by ``worker --once``)."""
+        await self._ensure_cursors()
+        while await self.run_once():
+            pass
+
+    async def run_once(self) -> bool:
+        """One pass over the consumers; returns whether any of them found events."""
+        found = False
+        for consumer in self._consumers.values():
+            found = await self._step(consumer) or found
+        return found
+
+    async def _ensure_cursors(self) -> None:
+        async with self.db.transaction() as session:
+            rows = [{"name": name, "position": 0, "updated_at": utcnow()} for name in self._consumers]
+            await insert_ignoring_conflicts(session, ConsumerCursor.__table__, rows)  # type: ignore[arg-type]
+
+    async def _step(self, consumer: _Consumer) -> bool:
+        async with self.db.transaction() as session:
+            position = await self._acquire(session, consumer)
+            if position is None:
+                return False
+            if consumer.high is None:
+                consumer.high = position
+            events = await self._fetch(session, consumer)
+            if not events:
+                await self._save(session, consumer)
+                return False
+            await consumer.handler(session, events)
+            self._track(consumer, events)
+            await self._save(session, consumer)
+        return True
+
+    async def _acquire(self, session: AsyncSession, consumer: _Consumer) -> int | None:
+        """Take or extend this process's lease; the stored position, or ``None`` if another holds it."""
+        now = utcnow()
+        table = ConsumerCursor
+        result = await session.execute(
+            update(table)
+            .where(table.name == consumer.name)
+            .where(or_(table.owner == self.node_id, table.owner.is_(None), table.lease_until < now))
+            .values(owner=self.node_id, lease_until=now + self.lease)
+            .returning(table.position)
+        )
+        position = result.scalar_one_or_none()
+        if position is None:
+            consumer.high, consumer.gaps = None, {}  # someone else reads; start afresh if we get it back
+        return position
+
+    async def _fetch(self, session: AsyncSession, consumer: _Consumer) -> list[OutboxEvent]:
+        now = time.monotonic()
+        for gap, deadline in list(consumer.gaps.items()):
+            if deadline < now:
+                del consumer.gaps[gap]
+        condition = OutboxEvent.id > consumer.high
+        if consumer.gaps:
+            condition = or_(condition, OutboxEvent.id.in_(list(consumer.gaps)))
+        query = select(OutboxEvent).where(condition).order_by(OutboxEvent.id).limit(self.batch_size)
+        return list((await session.scalars(query)).all())
+
+    def _track(self, consumer: _Consumer, events: Sequence[OutboxEvent]) -> None:
+        assert consumer.high is not None
+        deadline = time.monotonic() + self.gap_timeout
+        previous = consumer.high
+        for event in events:
+            consumer.gaps.pop(event.id, None)
+            if event.id > previous:
+                for missing in range(previous + 1, event.id):
+                    consumer.gaps.setdefault(missing, deadline)
+                previous = event.id
+        consumer.high = previous
+
+    async def _save(self, session: AsyncSession, consumer: _Consumer) -> None:
+        await session.execute(
+            update(ConsumerCursor)
+            .where(ConsumerCursor.name == consumer.name)
+            .values(position=consumer.position(), updated_at=utcnow())
+        )

@@ -1,0 +1,132 @@
+"""REST routes of identity: thin, each parses, authenticates, calls one service method, shapes."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, Response, status
+
+from tenantry.http.deps import ActorDep, PlatformDep, PrincipalDep, user_actor
+from tenantry.identity import schemas
+from tenantry.identity.views import SessionView, TokenPair, UserView
+
+router = APIRouter(prefix="/v1", tags=["identity"])
+
+
+def _user(view: UserView) -> schemas.User:
+    return schemas.User(
+        id=view.id,
+        email=view.email,
+        name=view.name,
+        email_verified=view.email_verified,
+        created_at=view.created_at,
+        updated_at=view.updated_at,
+    )
+
+
+def _pair(pair: TokenPair) -> schemas.TokenPair:
+    return schemas.TokenPair(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+
+
+def _session(view: SessionView) -> schemas.Session:
+    return schemas.Session(
+        id=view.id,
+        created_at=view.created_at,
+        last_used_at=view.last_used_at,
+        ip=view.ip,
+        user_agent=view.user_agent,
+        current=view.current,
+    )
+
+
+@router.post("/auth/signup", status_code=status.HTTP_201_CREATED, summary="Create an account")
+async def signup(body: schemas.SignupIn, platform: PlatformDep, actor: ActorDep) -> schemas.User:
+    user = await platform.identity.signup(email=body.email, password=body.password, name=body.name, actor=actor)
+    return _user(user)
+
+
+@router.post("/auth/verify-email", summary="Confirm an email address with the mailed token")
+async def verify_email(body: schemas.TokenIn, platform: PlatformDep, actor: ActorDep) -> schemas.User:
+    return _user(await platform.identity.verify_email(token=body.token, actor=actor))
+
+
+@router.post(
+    "/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, summary="Mail a new verification link"
+)
+async def resend_verification(platform: PlatformDep, who: PrincipalDep) -> Response:
+    await platform.identity.resend_verification(user_id=who.user.id)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post("/auth/login", summary="Sign in with email and password")
+async def login(body: schemas.LoginIn, platform: PlatformDep, actor: ActorDep) -> schemas.TokenPair:
+    return _pair(await platform.identity.login(email=body.email, password=body.password, actor=actor))
+
+
+@router.post("/auth/refresh", summary="Trade a refresh token for a new token pair")
+async def refresh(body: schemas.RefreshIn, platform: PlatformDep, actor: ActorDep) -> schemas.TokenPair:
+    return _pair(await platform.identity.refresh(refresh_token=body.refresh_token, actor=actor))
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End the current session")
+async def logout(request: Request, platform: PlatformDep, who: PrincipalDep) -> Response:
+    await platform.identity.logout(principal=who, actor=user_actor(request, who))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/auth/password/forgot", status_code=status.HTTP_202_ACCEPTED, summary="Mail a password reset link")
+async def forgot_password(body: schemas.ForgotPasswordIn, platform: PlatformDep, actor: ActorDep) -> Response:
+    await platform.identity.forgot_password(email=body.email, actor=actor)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post("/auth/password/reset", status_code=status.HTTP_204_NO_CONTENT, summary="Set a new password with a mailed token")
+async def reset_password(body: schemas.ResetPasswordIn, platform: PlatformDep, actor: ActorDep) -> Response:
+    await platform.identity.reset_password(token=body.token, password=body.password, actor=actor)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", summary="The signed-in user")
+async def me(who: PrincipalDep) -> schemas.User:
+    return _user(who.user)
+
+
+@router.patch("/me", summary="Change the signed-in user's profile")
+async def update_me(body: schemas.UserUpdate, request: Request, platform: PlatformDep, who: PrincipalDep) -> schemas.User:
+    user = await platform.identity.update_profile(user_id=who.user.id, name=body.name, actor=user_actor(request, who))
+    return _user(user)
+
+
+@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, summary="Change the password")
+async def change_password(
+    body: schemas.PasswordChangeIn, request: Request, platform: PlatformDep, who: PrincipalDep
+) -> Response:
+    await platform.identity.change_password(
+        principal=who,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        actor=user_actor(request, who),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me/sessions", summary="The signed-in user's open sessions")
+async def list_sessions(platform: PlatformDep, who: PrincipalDep) -> schemas.SessionPage:
+    return schemas.SessionPage(items=[_session(s) for s in await platform.identity.list_sessions(principal=who)])
+
+
+@router.delete("/me/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="End one session")
+async def revoke_session(session_id: uuid.UUID, request: Request, platform: PlatformDep, who: PrincipalDep) -> Response:
+    await platform.identity.revoke_session(user_id=who.user.id, session_id=session_id, actor=user_actor(request, who))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+jwks_router = APIRouter(tags=["identity"])
+
+
+@jwks_router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
+async def jwks(platform: PlatformDep) -> Response:
+    from orjson import dumps
+
+    body = dumps({"keys": platform.keys.public_keys()})
+    return Response(body, media_type="application/json", headers={"Cache-Control": "public, max-age=60"})

@@ -1,0 +1,165 @@
+"""Authenticating a request's bearer token, from memory on the hot path.
+
+Three caches answer almost every request without the database:
+- verified access tokens (a signature never becomes invalid; expiry is checked on each use),
+- session states (alive or not), dropped on every process when a session ends,
+- user views, dropped on every process when a user changes.
+A value read from the database is only cached if no invalidation arrived while it was being read,
+so a revocation racing with a cache fill cannot be undone by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from sqlalchemy import select, update
+
+from tenantry.core.clock import utcnow
+from tenantry.core.errors import Unauthorized
+from tenantry.db.engine import Database
+from tenantry.identity.models import Session, User
+from tenantry.identity.signing import KeyRing
+from tenantry.identity.views import Principal, UserView
+from tenantry.perf.cache import Invalidation, LRUCache
+
+log = structlog.get_logger(__name__)
+
+SESSIONS = "identity.session"
+USERS = "identity.user"
+TOUCH_EVERY = 60.0  # seconds between two writes of a session's last_used_at
+
+
+@dataclass(frozen=True, slots=True)
+class _Claims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    expires_at: float
+
+
+@dataclass(slots=True)
+class _SessionState:
+    user_id: uuid.UUID
+    is_alive: bool
+    expires_at: float
+    touched_at: float = field(default=0.0)
+
+
+class Authenticator:
+    def __init__(
+        self, *, db: Database, keys: KeyRing, issuer: str, invalidation: Invalidation, cache_size: int = 50_000
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.issuer = issuer
+        self.invalidation = invalidation
+        self.tokens: LRUCache[str, _Claims] = LRUCache("identity.token", cache_size)
+        self.sessions: LRUCache[str, object] = LRUCache(SESSIONS, cache_size)
+        self.users: LRUCache[str, object] = LRUCache(USERS, cache_size)
+        invalidation.attach(self.sessions)
+        invalidation.attach(self.users)
+        self._touched: dict[uuid.UUID, datetime] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal behind an access token. Raises ``Unauthorized``."""
+        trusted = self.invalidation.check()
+        claims = self.tokens.get(token)
+        if claims is None:
+            claims = self._verify(token)
+            self.tokens.put(token, claims)
+        now = time.time()
+        if claims.expires_at <= now:
+            raise Unauthorized("The access token has expired.")
+        state = self.sessions.get(str(claims.session_id)) if trusted else None
+        if not isinstance(state, _SessionState):
+            state = await self._load_session(claims.session_id, cache=trusted)
+        if not state.is_alive or state.expires_at <= now or state.user_id != claims.user_id:
+            raise Unauthorized("This session has ended.")
+        user = self.users.get(str(claims.user_id)) if trusted else None
+        if not isinstance(user, UserView):
+            user = await self._load_user(claims.user_id, cache=trusted)
+        if now - state.touched_at > TOUCH_EVERY:
+            state.touched_at = now
+            self._touched[claims.session_id] = utcnow()
+        return Principal(user=user, session_id=claims.session_id)
+
+    def _verify(self, token: str) -> _Claims:
+        raw = self.keys.verify(token, issuer=self.issuer)
+        if raw is None:
+            raise Unauthorized("The access token is invalid or expired.")
+        try:
+            return _Claims(uuid.UUID(raw["sub"]), uuid.UUID(raw["sid"]), float(raw["exp"]))
+        except (ValueError, TypeError) as exc:
+            raise Unauthorized("The access token is invalid.") from exc
+
+    def _version(self) -> int:
+        return self.invalidation.version
+
+    async def _load_session(self, session_id: uuid.UUID, *, cache: bool) -> _SessionState:
+        version = self._version()
+        query = select(Session.user_id, Session.revoked_at, Session.expires_at).where(Session.id == session_id)
+        async with self.db.reader.connect() as connection:
+            row = (await connection.execute(query)).first()
+        if row is None:
+            raise Unauthorized("This session has ended.")
+        state = _SessionState(row.user_id, row.revoked_at is None, row.expires_at.timestamp())
+        if cache and version == self._version():
+            self.sessions.put(str(session_id), state)
+        return state
+
+    async def _load_user(self, user_id: uuid.UUID, *, cache: bool) -> UserView:
+        version = self._version()
+        async with self.db.read() as tx:
+            user = await tx.get(User, user_id)
+        if user is None:
+            raise Unauthorized("This account no longer exists.")
+        view = UserView.of(user)
+        if cache and version == self._version():
+            self.users.put(str(user_id), view)
+        return view
+
+    # -- invalidation --------------------------------------------------------------------------------
+    async def forget_sessions(self, session_ids: Iterable[uuid.UUID]) -> None:
+        """Make every process re-read these sessions (they were just ended)."""
+        for session_id in session_ids:
+            await self.invalidation.publish(SESSIONS, str(session_id))
+
+    async def forget_user(self, user_id: uuid.UUID) -> None:
+        await self.invalidation.publish(USERS, str(user_id))
+
+    # -- last_used_at, written in batches ----------------------------------------------------------
+    async def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_forever(), name="session-touch")
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush_touches()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            try:
+                await self.flush_touches()
+            except Exception:
+                log.exception("session.touch.failed")
+
+    async def flush_touches(self) -> None:
+        """Write the pending ``last_used_at`` stamps, all in one transaction."""
+        if not self._touched:
+            return
+        pending, self._touched = self._touched, {}
+        async with self.db.transaction() as tx:
+            for session_id, at in pending.items():
+                await tx.execute(
+                    update(Session).where(Session.id == session_id, Session.last_used_at < at).values(last_used_at=at)
+                )

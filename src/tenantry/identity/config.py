@@ -1,0 +1,45 @@
+"""The identity domain's share of the settings, and the parts it is built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tenantry.ratelimit.gcra import Rate
+from tenantry.settings import Settings
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    issuer: str
+    base_url: str
+    access_ttl: timedelta
+    refresh_ttl: timedelta
+    session_max_age: timedelta
+    verification_ttl: timedelta
+    reset_ttl: timedelta
+    password_min_length: int
+    password_max_length: int
+    failures_per_email: Rate
+    failures_per_ip: Rate
+    mails_per_email: Rate
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IdentityConfig:
+        window = settings.login_failure_window_seconds
+        return cls(
+            issuer=settings.issuer,
+            base_url=settings.base_url.rstrip("/"),
+            access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+            refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+            session_max_age=timedelta(seconds=settings.session_max_age_seconds),
+            verification_ttl=timedelta(seconds=settings.email_verification_ttl_seconds),
+            reset_ttl=timedelta(seconds=settings.password_reset_ttl_seconds),
+            password_min_length=settings.password_min_length,
+            password_max_length=settings.password_max_length,
+            failures_per_email=Rate(settings.login_failures_per_email, window, settings.login_failures_per_email),
+            failures_per_ip=Rate(settings.login_failures_per_ip, window, settings.login_failures_per_ip),
+            mails_per_email=Rate(
+                settings.mail_requests_per_email, settings.mail_request_window_seconds, settings.mail_requests_per_email
+            ),
+        )

@@ -1,0 +1,35 @@
+"""Event types of the identity domain, and the shapes of their data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantry.events.catalog import register
+from tenantry.identity.models import Session, User
+
+USER_CREATED = register("user.created", "A person signed up.")
+USER_UPDATED = register("user.updated", "A user's profile changed.")
+USER_EMAIL_VERIFIED = register("user.email_verified", "A user proved they own their email address.")
+USER_PASSWORD_CHANGED = register("user.password_changed", "A user's password was changed or reset.")
+SESSION_CREATED = register("session.created", "A user signed in on a device.")
+SESSION_REVOKED = register("session.revoked", "A session ended: sign-out, revocation, password change or token reuse.")
+
+
+def user_data(user: User) -> dict[str, Any]:
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "name": user.name,
+        "email_verified": user.is_email_verified,
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+def session_data(session: Session) -> dict[str, Any]:
+    return {
+        "id": str(session.id),
+        "user_id": str(session.user_id),
+        "ip": session.ip,
+        "user_agent": session.user_agent,
+        "created_at": session.created_at.isoformat(),
+    }

@@ -1,0 +1,1 @@
+"""Performance building blocks: caches and their invalidation, worker pools, batching."""

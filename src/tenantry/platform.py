@@ -1,0 +1,122 @@
+"""The composition root: builds every adapter and service from ``Settings`` and runs their lifecycle.
+
+Nothing connects at import. ``create_app`` (HTTP), ``tenantry worker`` and tests each build a
+``Platform`` and ``start()`` it; ``stop()`` releases everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+from tenantry.db.engine import Database
+from tenantry.events.dispatcher import Dispatcher
+from tenantry.events.jobs import JobRunner
+from tenantry.http.client_ip import parse_networks
+from tenantry.identity.auth import Authenticator
+from tenantry.identity.config import IdentityConfig
+from tenantry.identity.passwords import PasswordService
+from tenantry.identity.service import MAIL_JOB, IdentityService
+from tenantry.identity.signing import KeyRing
+from tenantry.mail import Message, build_mailer
+from tenantry.perf.cache import FileInvalidation, Invalidation, RedisInvalidation
+from tenantry.ratelimit.store import MemoryStore
+from tenantry.ratelimit.throttle import FailureThrottle
+from tenantry.settings import Settings
+from tenantry.tenancy import audit
+
+log = structlog.get_logger(__name__)
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.db = Database(settings.database_url)
+        self.redis: Redis | None = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        self.invalidation: Invalidation = (
+            RedisInvalidation(self.redis) if self.redis else FileInvalidation(settings.data_dir / "cache-generation")
+        )
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
+        config = IdentityConfig.from_settings(settings)
+        self.keys = KeyRing(settings.data_dir / "keys", token_ttl=timedelta(seconds=settings.access_token_ttl_seconds))
+        self.passwords = PasswordService(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
+            threads=settings.password_hash_threads,
+        )
+        self.limiter_store = MemoryStore()
+        self.auth = Authenticator(
+            db=self.db,
+            keys=self.keys,
+            issuer=config.issuer,
+            invalidation=self.invalidation,
+            cache_size=settings.token_cache_size,
+        )
+        self.identity = IdentityService(
+            db=self.db,
+            config=config,
+            passwords=self.passwords,
+            keys=self.keys,
+            throttle=FailureThrottle(self.limiter_store),
+            auth=self.auth,
+        )
+        self.mailer = build_mailer(smtp_url=settings.smtp_url, data_dir=settings.data_dir, sender=settings.mail_from)
+        self.dispatcher = Dispatcher(self.db, node_id=self.node_id)
+        self.dispatcher.register(audit.CONSUMER, audit.record)
+        self.jobs = JobRunner(self.db, node_id=self.node_id)
+        self.jobs.register(MAIL_JOB, self._send_mail, erase_payload=True)
+        self.db.on_commit(self._wake)
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def _send_mail(self, payload: dict[str, Any]) -> None:
+        await self.mailer.send(Message(**payload))
+
+    def _wake(self, info: dict[str, Any]) -> None:
+        if info.get("events"):
+            self.dispatcher.wake()
+        if info.get("jobs"):
+            self.jobs.wake()
+
+    async def start(self, *, background: bool | None = None) -> None:
+        """Load keys, start listening for invalidations and, unless told otherwise, the background work."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.keys.load_or_create)
+        await self.invalidation.start()
+        await self.auth.start()
+        if self.settings.embedded_worker if background is None else background:
+            self.start_background()
+
+    def start_background(self) -> None:
+        self._tasks += [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self.jobs.run(), name="jobs"),
+        ]
+
+    async def drain(self) -> None:
+        """Run the dispatcher and the jobs until nothing is left to do (tests, ``worker --once``)."""
+        for _ in range(10):
+            await self.dispatcher.drain()
+            await self.jobs.drain()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.auth.stop()
+        await self.invalidation.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+        self.passwords.close()
+        await self.db.dispose()

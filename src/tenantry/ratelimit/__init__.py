@@ -1,0 +1,1 @@
+"""Rate limiting: GCRA limiters, their stores, and the policies that use them."""

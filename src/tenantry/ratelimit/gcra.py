@@ -1,0 +1,50 @@
+"""The Generic Cell Rate Algorithm: exact rate limits with one number per key.
+
+A limit of ``limit`` per ``period`` with a burst of ``burst`` keeps, per key, the theoretical
+arrival time (TAT) of the next request. A request costing ``cost`` is allowed when
+``max(TAT, now) + cost·T - now <= burst·T`` with ``T = period / limit``; allowing it moves TAT on by
+``cost·T``. Nothing else is stored, and nothing needs a sliding window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    limit: int
+    period: float  # seconds
+    burst: int
+
+    @property
+    def emission_interval(self) -> float:
+        return self.period / self.limit
+
+    @property
+    def tolerance(self) -> float:
+        return self.emission_interval * self.burst
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    remaining: int
+    retry_after: float  # seconds until a request of this cost would be allowed (0 when allowed)
+    reset_after: float  # seconds until the key is back to a full burst
+
+
+def decide(rate: Rate, tat: float | None, now: float, cost: int = 1) -> tuple[Decision, float]:
+    """Judge a request of ``cost`` at ``now`` against stored ``tat``; returns the decision and new TAT.
+
+    A refused request leaves TAT as it was, so that refusals cost the client nothing more.
+    """
+    t = rate.emission_interval
+    base = max(tat if tat is not None else now, now)
+    new_tat = base + cost * t
+    allow_at = new_tat - rate.tolerance
+    if allow_at > now:
+        remaining = max(0, int((rate.tolerance - (base - now)) / t))
+        return Decision(False, remaining, allow_at - now, max(0.0, base - now)), base if tat is not None else now
+    remaining = max(0, int((rate.tolerance - (new_tat - now)) / t))
+    return Decision(True, remaining, 0.0, new_tat - now), new_tat

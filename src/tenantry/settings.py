@@ -1,0 +1,75 @@
+"""Every knob of Tenantry, read from ``TENANTRY_*`` environment variables.
+
+The defaults give the embedded shape: SQLite and the in-process adapters under ``./var``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of one Tenantry process."""
+
+    model_config = SettingsConfigDict(env_prefix="TENANTRY_", extra="ignore", frozen=True)
+
+    env: Literal["dev", "prod"] = "dev"
+    database_url: str = "sqlite+aiosqlite:///./var/tenantry.db"
+    redis_url: str | None = None
+    smtp_url: str | None = None
+    data_dir: Path = Path("./var")
+    base_url: str = "http://127.0.0.1:8000"
+    mail_from: str = "Tenantry <no-reply@tenantry.localhost>"
+    log_level: str = "info"
+    log_json: bool = False
+
+    # Migrations: applied by `tenantry serve` itself on SQLite, by `tenantry migrate` elsewhere.
+    auto_migrate: bool | None = None
+    embedded_worker: bool = True
+
+    # HTTP
+    max_body_bytes: int = 1024 * 1024
+    # Comma-separated addresses or networks whose X-Forwarded-For is believed.
+    trusted_proxies: str = ""
+
+    # Tokens and sessions
+    access_token_ttl_seconds: int = 15 * 60
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    session_max_age_seconds: int = 90 * 24 * 3600
+    email_verification_ttl_seconds: int = 24 * 3600
+    password_reset_ttl_seconds: int = 3600
+
+    # Passwords: argon2id at OWASP's recommendation (19 MiB, 2 passes, 1 lane) or stronger.
+    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+    password_min_length: int = 8
+    password_max_length: int = 1024
+    password_hash_threads: int = 2
+
+    # Brute-force protection: failures allowed per window, per email and per client address.
+    login_failures_per_email: int = 10
+    login_failures_per_ip: int = 100
+    login_failure_window_seconds: int = 15 * 60
+    mail_requests_per_email: int = 5
+    mail_request_window_seconds: int = 3600
+
+    # Caches on the request path
+    token_cache_size: int = 50_000
+    session_cache_size: int = 50_000
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @cached_property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @cached_property
+    def issuer(self) -> str:
+        return self.base_url.rstrip("/")

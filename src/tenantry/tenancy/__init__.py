@@ -1,0 +1,1 @@
+"""Tenancy: organizations, teams, memberships, roles, invitations, API keys and the audit log."""

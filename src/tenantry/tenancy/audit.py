@@ -1,0 +1,58 @@
+"""The audit log: every recorded change, fed from the outbox (one entry per event, idempotently)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.db.upsert import insert_ignoring_conflicts
+from tenantry.events.models import OutboxEvent
+from tenantry.tenancy.models import AuditEntry
+
+CONSUMER = "audit"
+
+
+def _target(event: OutboxEvent) -> tuple[str | None, str | None]:
+    """What an event is about: the object named by the first part of its type (``user.created`` -> user)."""
+    kind = event.type.split(".", 1)[0]
+    subject = event.data.get(kind)
+    if isinstance(subject, dict) and "id" in subject:
+        return kind, str(subject["id"])
+    return kind, None
+
+
+def _entry(event: OutboxEvent) -> dict[str, Any]:
+    target_type, target_id = _target(event)
+    return {
+        "id": event.event_id,
+        "event_id": event.event_id,
+        "org_id": event.org_id,
+        "action": event.type,
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "target_type": target_type,
+        "target_id": target_id,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "data": event.data,
+        "at": event.occurred_at,
+    }
+
+
+async def record(tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
+    """Outbox consumer: write one audit entry per event; an event seen twice is written once."""
+    await insert_ignoring_conflicts(tx, AuditEntry.__table__, [_entry(e) for e in events])  # type: ignore[arg-type]
+
+
+async def list_for_actor(tx: AsyncSession, *, actor_type: str, actor_id: str, limit: int = 100) -> list[AuditEntry]:
+    """The newest entries made by one actor (a user's own security activity)."""
+    query = (
+        select(AuditEntry)
+        .where(AuditEntry.actor_type == actor_type, AuditEntry.actor_id == actor_id)
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+        .limit(limit)
+    )
+    return list((await tx.scalars(query)).all())
