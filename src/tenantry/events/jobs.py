@@ -93,8 +93,11 @@ class JobRunner:
                 log.exception("jobs.error")
                 ran = 0
             if not ran:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # arrives just as the event is set, and the task would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wake.wait()
                 self._wake.clear()
 
     async def drain(self) -> None:

@@ -161,7 +161,8 @@ class RedisInvalidation(_Caches):
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="cache-invalidation")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), 5)
+            async with asyncio.timeout(5):
+                await self._ready.wait()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -1,0 +1,138 @@
+"""Fixtures every test shares: both databases (SQLite and a fresh PostgreSQL), a real SMTP sink,
+an application wired to them, and an HTTP client.
+
+Storage-touching tests take ``database_url`` (directly or through ``app``/``client``) and run once
+per backend. PostgreSQL must be reachable: a missing server fails the run, it is not skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tenantry.app import create_app
+from tenantry.db import migrate
+from tenantry.db.base import Base
+from tenantry.platform import Platform
+from tenantry.settings import Settings
+from tests.mailsink import MailSink
+
+PG_ADMIN_URL = os.environ.get("TENANTRY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TENANTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _create_pg_database(name: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def _drop_pg_database(name: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One fresh, migrated database per backend for the whole run."""
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'tenantry.db'}"
+    name = f"tenantry_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_create_pg_database(name))
+    host = PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
+    pg_url = f"postgresql+asyncpg://{host}/{name}"
+    try:
+        migrate.upgrade(sqlite_url)
+        migrate.upgrade(pg_url)
+        yield {"sqlite": sqlite_url, "postgresql": pg_url}
+    finally:
+        asyncio.run(_drop_pg_database(name))
+
+
+async def truncate_all(url: str) -> None:
+    engine = create_async_engine(url)
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    async with engine.begin() as connection:
+        if url.startswith("sqlite"):
+            for table in tables:
+                await connection.execute(text(f"DELETE FROM {table}"))
+        else:
+            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, migrated_databases: dict[str, str]) -> str:
+    """The URL of an empty, migrated database, once per backend."""
+    url = migrated_databases[request.param]
+    await truncate_all(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def mail_sink() -> Iterator[MailSink]:
+    sink = MailSink(port=free_port())
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def mail(mail_sink: MailSink) -> MailSink:
+    mail_sink.clear()
+    return mail_sink
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, mail: MailSink) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        smtp_url=f"smtp://127.0.0.1:{mail.port}",
+        base_url="http://testserver",
+        log_level="warning",
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, access_log=False)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+def platform(app: FastAPI) -> Platform:
+    found = app.state.platform
+    assert isinstance(found, Platform)
+    return found
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
