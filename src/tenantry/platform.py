@@ -107,12 +107,16 @@ class Platform:
             await self.dispatcher.drain()
             await self.jobs.drain()
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def stop(self, *, grace: float = 10.0) -> None:
+        """Let background work finish what it holds (up to ``grace`` seconds), then release everything."""
+        self.dispatcher.request_stop()
+        self.jobs.request_stop()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._tasks.clear()
         await self.auth.stop()
         await self.invalidation.stop()

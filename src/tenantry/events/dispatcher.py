@@ -66,6 +66,7 @@ class Dispatcher:
         self.lease = timedelta(seconds=lease_seconds)
         self._consumers: dict[str, _Consumer] = {}
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def register(self, name: str, handler: Handler) -> None:
         """Add a consumer. Its handler runs in the transaction that also advances its cursor."""
@@ -74,16 +75,21 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def request_stop(self) -> None:
+        """Finish the work in hand, then leave ``run``; cancelling mid-transaction could lose a connection."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
         """Dispatch until cancelled."""
         await self._ensure_cursors()
-        while True:
+        while not self._stopping:
             try:
                 busy = await self.run_once()
             except Exception:
                 log.exception("dispatcher.error")
                 busy = False
-            if not busy:
+            if not busy and not self._stopping:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
                 # arrives just as the event is set, and the task would never stop.
                 with contextlib.suppress(TimeoutError):

@@ -77,6 +77,7 @@ class JobRunner:
         self.poll_interval = poll_interval
         self._kinds: dict[str, JobKind] = {}
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def register(self, kind: str, handler: JobHandler, *, erase_payload: bool = False) -> None:
         self._kinds[kind] = JobKind(handler, erase_payload)
@@ -84,15 +85,20 @@ class JobRunner:
     def wake(self) -> None:
         self._wake.set()
 
+    def request_stop(self) -> None:
+        """Finish the work in hand, then leave ``run``; cancelling mid-transaction could lose a connection."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
         """Run jobs until cancelled."""
-        while True:
+        while not self._stopping:
             try:
                 ran = await self.run_once()
             except Exception:
                 log.exception("jobs.error")
                 ran = 0
-            if not ran:
+            if not ran and not self._stopping:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
                 # arrives just as the event is set, and the task would never stop.
                 with contextlib.suppress(TimeoutError):

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenantry.http.context import request_id
-from tenantry.http.problems import problem
+from tenantry.http.problems import internal_error, problem
 
 log = structlog.get_logger("tenantry.access")
 
@@ -43,11 +43,13 @@ class RequestContext:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        started_response = False
         header = (b"x-request-id", rid.encode())
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
@@ -60,6 +62,12 @@ class RequestContext:
                 await response(scope, receive, send_with_id)
             else:
                 await self.app(scope, self._limited(receive), send_with_id)
+        except Exception:
+            # Answered here, inside the request's context, so the 500 carries its request id.
+            log.exception("request.failed", method=scope["method"], path=scope["path"], request_id=rid)
+            if started_response:
+                raise
+            await internal_error()(scope, receive, send_with_id)
         finally:
             if self.access_log:
                 log.info(

@@ -99,8 +99,8 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return problem(exc.status_code, code, title, detail, headers=exc.headers)
 
 
-async def _unexpected(_request: Request, exc: Exception) -> Response:
-    log.exception("request.failed", exc_info=exc)
+def internal_error() -> Response:
+    """The answer to an unexpected error: nothing of its internals, the request id to quote."""
     return problem(
         500,
         "internal_error",
@@ -110,8 +110,7 @@ async def _unexpected(_request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Make every error of ``app`` answer as problem+json."""
+    """Make every error of ``app`` answer as problem+json (unexpected ones: ``RequestContext``)."""
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

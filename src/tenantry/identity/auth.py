@@ -66,6 +66,7 @@ class Authenticator:
         invalidation.attach(self.users)
         self._touched: dict[uuid.UUID, datetime] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def authenticate(self, token: str) -> Principal:
         """The principal behind an access token. Raises ``Unauthorized``."""
@@ -139,15 +140,16 @@ class Authenticator:
         self._flusher = asyncio.create_task(self._flush_forever(), name="session-touch")
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await self._flusher
         await self.flush_touches()
 
     async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(5)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._stopping.wait()
             try:
                 await self.flush_touches()
             except Exception:
