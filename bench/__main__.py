@@ -13,9 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import wrk
+from bench import machine, wrk
 from bench.identity import BENCHMARKS, Run
-from bench.machine import Machine
 from bench.report import Report
 from bench.servers import Pinning
 
@@ -43,13 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except wrk.WrkMissingError as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
-    machine = Machine.sample()
-    report = Report(suite="identity", duration=arguments.duration, machine=machine.as_dict())
-    if machine.warning:
-        report.notes.append(machine.warning)
+    report = Report(suite="identity", duration=arguments.duration, machine=machine.describe())
     pinning = Pinning.detect()
-    report.notes.append(f"GET /v1/me, GET /healthz and GET /users/me: {pinning.description}.")
     names = [arguments.only] if arguments.only else list(BENCHMARKS)
+    if "me" in names:
+        report.notes.append(f"GET /v1/me, GET /healthz and GET /users/me: {pinning.description}.")
     with tempfile.TemporaryDirectory(prefix="tenantry-bench-") as workdir:
         run = Run(arguments.duration, wrk_path, pinning, Path(workdir), report, console)
         for name in names:

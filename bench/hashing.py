@@ -45,8 +45,23 @@ class HashingParameters:
         )
 
 
-def verifications_per_second(parameters: HashingParameters, *, duration: float) -> float:
-    """Verify one password on ``parameters.threads`` threads for ``duration`` seconds; the rate achieved.
+@dataclass(frozen=True, slots=True)
+class Verifications:
+    """How many verifications finished in how many seconds."""
+
+    count: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+    def __add__(self, other: Verifications) -> Verifications:
+        return Verifications(self.count + other.count, self.seconds + other.seconds)
+
+
+def verify_for(parameters: HashingParameters, *, duration: float) -> Verifications:
+    """Verify one password on ``parameters.threads`` threads for ``duration`` seconds.
 
     argon2-cffi releases the GIL while it hashes, so the threads really run in parallel.
     """
@@ -65,5 +80,6 @@ def verifications_per_second(parameters: HashingParameters, *, duration: float) 
         return count
 
     with ThreadPoolExecutor(max_workers=parameters.threads, thread_name_prefix="bench-argon2") as pool:
-        counts = [f.result() for f in [pool.submit(verify_until_deadline) for _ in range(parameters.threads)]]
-    return sum(counts) / (time.perf_counter() - started)
+        futures = [pool.submit(verify_until_deadline) for _ in range(parameters.threads)]
+        count = sum(future.result() for future in futures)
+    return Verifications(count, time.perf_counter() - started)

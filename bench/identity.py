@@ -6,7 +6,9 @@
 - ``login``: the machine's raw argon2id verification ceiling, then ``POST /v1/auth/login`` with
   correct passwords at a concurrency of 8, while a probe times ``GET /healthz`` every 20 ms.
 
-Each benchmark starts its own servers on fresh temporary data and stops them before it returns.
+Baselines are split in two halves taken before and after the figure they are the baseline of, so
+a load that comes or goes on the machine in between weighs on both alike. Each benchmark starts its
+own servers on fresh temporary data and stops them before it returns.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os
 import secrets
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,8 @@ import httpx
 from rich.console import Console
 
 from bench import wrk
-from bench.hashing import HashingParameters, verifications_per_second
+from bench.hashing import HashingParameters, Verifications, verify_for
+from bench.machine import CpuWatch
 from bench.probe import LatencyProbe, LatencySummary
 from bench.report import Figure, Report, Target
 from bench.servers import HOST, Pinning, Server, free_port
@@ -53,11 +57,38 @@ class Run:
         """Seconds of unrecorded load before a measurement: fills caches and connection pools."""
         return min(2.0, max(1.0, self.duration / 5))
 
+    @property
+    def half(self) -> float:
+        """The length of each half of a baseline taken on both sides of its figure."""
+        return max(1.0, self.duration / 2)
+
     def say(self, message: str) -> None:
         self.console.print(f"[dim]{message}[/dim]", highlight=False)
 
-    def load(self, url: str, *, duration: float, pinning: Pinning | None = None, **options: Any) -> wrk.WrkResult:
-        return wrk.run(self.wrk, url, duration=duration, pinning=pinning or self.pinning, **options)
+    @contextmanager
+    def watch(self, name: str, *pids: int) -> Iterator[None]:
+        """Record how much other processes used the CPUs while ``name`` was measured."""
+        with CpuWatch(*pids) as watch:
+            yield
+        if watch.background_cpus is not None:
+            self.report.background[name] = watch.background_cpus
+
+    def load(
+        self,
+        name: str | None,
+        server: Server,
+        path: str,
+        *,
+        duration: float,
+        pinning: Pinning | None = None,
+        **options: Any,
+    ) -> wrk.WrkResult:
+        """wrk on ``server``'s ``path``; watched under ``name`` unless it is a warm-up (``None``)."""
+        url = server.base_url + path
+        if name is None:
+            return wrk.run(self.wrk, url, duration=duration, pinning=pinning or self.pinning, **options)
+        with self.watch(name, server.pid):
+            return wrk.run(self.wrk, url, duration=duration, pinning=pinning or self.pinning, **options)
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -122,11 +153,8 @@ def _password() -> str:
 
 
 def tenantry_account(client: httpx.Client, email: str, password: str) -> None:
-    _expect(
-        client.post("/v1/auth/signup", json={"email": email, "password": password, "name": "Bench User"}),
-        201,
-        f"sign-up of {email}",
-    )
+    body = {"email": email, "password": password, "name": "Bench User"}
+    _expect(client.post("/v1/auth/signup", json=body), 201, f"sign-up of {email}")
 
 
 def tenantry_token(client: httpx.Client, email: str, password: str) -> str:
@@ -146,6 +174,11 @@ def _authorized(client: httpx.Client, path: str, token: str) -> list[str]:
     return [f"Authorization: Bearer {token}"]
 
 
+def _note(text: str, *results: wrk.WrkResult) -> str:
+    problems = "; ".join(result.problems for result in results if result.problems)
+    return f"{text}; {problems}" if problems else text
+
+
 # -- me --------------------------------------------------------------------------------------------
 def bench_me(run: Run) -> None:
     """``GET /v1/me`` against ``GET /healthz`` of the same server, then against fastapi-users."""
@@ -154,26 +187,29 @@ def bench_me(run: Run) -> None:
 
 
 def _bench_tenantry_me(run: Run) -> Figure:
-    report = run.report
     with tenantry_server(run, "me", pinning=run.pinning) as server, httpx.Client(base_url=server.base_url) as client:
         email, password = "me@bench.example.com", _password()
         tenantry_account(client, email, password)
-        headers = _authorized(client, "/v1/me", tenantry_token(client, email, password))
-        run.say(f"Tenantry GET /healthz and GET /v1/me: wrk -c{ME_CONNECTIONS}, {run.pinning.description}")
-        run.load(f"{server.base_url}/v1/me", duration=run.warmup, connections=ME_CONNECTIONS, headers=headers)
-        healthz = run.load(f"{server.base_url}/healthz", duration=run.duration, connections=ME_CONNECTIONS)
-        me = run.load(f"{server.base_url}/v1/me", duration=run.duration, connections=ME_CONNECTIONS, headers=headers)
-    pinned = "pinned" if run.pinning.is_used else "not pinned"
-    baseline = report.add(
+        auth = {
+            "connections": ME_CONNECTIONS,
+            "headers": _authorized(client, "/v1/me", tenantry_token(client, email, password)),
+        }
+        run.say(f"Tenantry GET /healthz, GET /v1/me, GET /healthz: wrk -c{ME_CONNECTIONS}, {run.pinning.description}")
+        run.load(None, server, "/v1/me", duration=run.warmup, **auth)
+        before = run.load("GET /healthz (1st half)", server, "/healthz", duration=run.half, connections=ME_CONNECTIONS)
+        me = run.load("GET /v1/me", server, "/v1/me", duration=run.duration, **auth)
+        after = run.load("GET /healthz (2nd half)", server, "/healthz", duration=run.half, connections=ME_CONNECTIONS)
+    halves = f"{before.ok_per_second:,.0f} before, {after.ok_per_second:,.0f} after"
+    baseline = run.report.add(
         Figure(
             "tenantry_healthz_rps",
             "Tenantry GET /healthz",
-            healthz.ok_per_second,
+            wrk.ok_per_second(before, after),
             "req/s",
-            note=_note(f"1 worker, {pinned}", healthz),
+            note=_note(f"1 worker, {'pinned' if run.pinning.is_used else 'not pinned'}; {halves}", before, after),
         )
     )
-    figure = report.add(
+    figure = run.report.add(
         Figure(
             "tenantry_me_rps",
             "Tenantry GET /v1/me",
@@ -184,20 +220,23 @@ def _bench_tenantry_me(run: Run) -> Figure:
             note=_note(f"p50 {me.p50_ms:.1f} ms, p99 {me.p99_ms:.1f} ms", me),
         )
     )
-    report.details["me"] = {"pinning": run.pinning.description, "healthz": healthz.as_dict(), "me": me.as_dict()}
+    run.report.details["me"] = {
+        "pinning": run.pinning.description,
+        "healthz_before": before.as_dict(),
+        "me": me.as_dict(),
+        "healthz_after": after.as_dict(),
+    }
     return figure
 
 
 def _bench_fastapi_users_me(run: Run, tenantry_me: Figure) -> None:
-    report = run.report
     with fastapi_users_server(run) as server, httpx.Client(base_url=server.base_url) as client:
-        headers = _authorized(client, "/users/me", fastapi_users_token(client, "me@bench.example.com", _password()))
+        token = fastapi_users_token(client, "me@bench.example.com", _password())
+        auth = {"connections": ME_CONNECTIONS, "headers": _authorized(client, "/users/me", token)}
         run.say(f"fastapi-users GET /users/me: wrk -c{ME_CONNECTIONS}, {run.pinning.description}")
-        run.load(f"{server.base_url}/users/me", duration=run.warmup, connections=ME_CONNECTIONS, headers=headers)
-        peer = run.load(
-            f"{server.base_url}/users/me", duration=run.duration, connections=ME_CONNECTIONS, headers=headers
-        )
-    baseline = report.add(
+        run.load(None, server, "/users/me", duration=run.warmup, **auth)
+        peer = run.load("fastapi-users GET /users/me", server, "/users/me", duration=run.duration, **auth)
+    baseline = run.report.add(
         Figure(
             "fastapi_users_me_rps",
             "fastapi-users GET /users/me",
@@ -206,7 +245,7 @@ def _bench_fastapi_users_me(run: Run, tenantry_me: Figure) -> None:
             note=_note(f"p50 {peer.p50_ms:.1f} ms, p99 {peer.p99_ms:.1f} ms", peer),
         )
     )
-    report.add(
+    run.report.add(
         Figure(
             "tenantry_me_vs_fastapi_users",
             "Tenantry GET /v1/me vs peer",
@@ -216,43 +255,47 @@ def _bench_fastapi_users_me(run: Run, tenantry_me: Figure) -> None:
             target=Target(">=", 1.5),
         )
     )
-    report.details["fastapi_users"] = {"pinning": run.pinning.description, "me": peer.as_dict()}
-
-
-def _note(text: str, result: wrk.WrkResult) -> str:
-    return f"{text}; {result.problems}" if result.problems else text
+    run.report.details["fastapi_users"] = {"pinning": run.pinning.description, "me": peer.as_dict()}
 
 
 # -- login -----------------------------------------------------------------------------------------
 def bench_login(run: Run) -> None:
     """Logins per second against the raw argon2 ceiling, and ``/healthz`` latency during the storm."""
     parameters = HashingParameters.tenantry_defaults()
-    run.say(f"argon2id verify ceiling: {parameters.describe()}, no server running")
-    ceiling = run.report.add(
-        Figure(
-            "argon2_verify_ceiling",
-            "argon2id verify ceiling",
-            verifications_per_second(parameters, duration=run.duration),
-            "verifies/s",
-            note=f"{parameters.describe()}, no server running",
-        )
-    )
+    run.say(f"argon2id verify ceiling (1st half): {parameters.describe()}, no server running")
+    with run.watch("argon2 ceiling (1st half)"):
+        before = verify_for(parameters, duration=run.half)
     # The server hashes on two threads besides its event loop: pinned to one core it would measure the pin.
     unpinned = Pinning.none("the server's argon2 threads need both cores")
     with tenantry_server(run, "login", pinning=unpinned) as server:
         bodies = _login_users(server)
-        idle = _probe(f"{server.base_url}/healthz", seconds=min(3.0, max(1.0, run.duration / 4)))
+        with run.watch("GET /healthz idle", server.pid):
+            idle = _probe(f"{server.base_url}/healthz", seconds=min(3.0, max(1.0, run.duration / 4)))
         run.say(f"Login storm: wrk -c{LOGIN_CONNECTIONS}, {len(bodies)} users, /healthz probe, {unpinned.description}")
         with LatencyProbe(f"{server.base_url}/healthz", interval=PROBE_INTERVAL) as probe:
             storm = run.load(
-                f"{server.base_url}/v1/auth/login",
+                "POST /v1/auth/login",
+                server,
+                "/v1/auth/login",
                 duration=run.duration,
                 connections=LOGIN_CONNECTIONS,
                 request_lua=_login_lua(bodies),
                 pinning=unpinned,
             )
         during = probe.summary()
-    _report_login(run, ceiling, storm, idle, during, unpinned)
+    run.say("argon2id verify ceiling (2nd half)")
+    with run.watch("argon2 ceiling (2nd half)"):
+        after = verify_for(parameters, duration=run.half)
+    _report_login(run, parameters, (before, after), storm, idle, during)
+    run.report.details["login"] = {
+        "pinning": unpinned.description,
+        "users": LOGIN_USERS,
+        "connections": LOGIN_CONNECTIONS,
+        "verify_ceiling": {"before_per_s": round(before.per_second, 2), "after_per_s": round(after.per_second, 2)},
+        "storm": storm.as_dict(),
+        "healthz_idle": idle.as_dict(),
+        "healthz_during_storm": during.as_dict(),
+    }
 
 
 def _login_users(server: Server) -> list[str]:
@@ -288,13 +331,23 @@ def _probe(url: str, *, seconds: float) -> LatencySummary:
 
 def _report_login(
     run: Run,
-    ceiling: Figure,
+    parameters: HashingParameters,
+    halves: tuple[Verifications, Verifications],
     storm: wrk.WrkResult,
     idle: LatencySummary,
     during: LatencySummary,
-    pinning: Pinning,
 ) -> None:
     report = run.report
+    before, after = halves
+    ceiling = report.add(
+        Figure(
+            "argon2_verify_ceiling",
+            "argon2id verify ceiling",
+            (before + after).per_second,
+            "verifies/s",
+            note=f"{parameters.describe()}, no server; {before.per_second:.1f} before, {after.per_second:.1f} after",
+        )
+    )
     report.add(
         Figure(
             "tenantry_logins_per_second",
@@ -332,14 +385,6 @@ def _report_login(
         )
     )
     report.add(Figure("healthz_max_storm_ms", "GET /healthz max, login storm", during.max_ms, "ms"))
-    report.details["login"] = {
-        "pinning": pinning.description,
-        "users": LOGIN_USERS,
-        "connections": LOGIN_CONNECTIONS,
-        "storm": storm.as_dict(),
-        "healthz_idle": idle.as_dict(),
-        "healthz_during_storm": during.as_dict(),
-    }
 
 
 BENCHMARKS: dict[str, Callable[[Run], None]] = {"me": bench_me, "login": bench_login}

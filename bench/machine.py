@@ -1,8 +1,9 @@
 """The machine the figures come from: its CPUs, and how busy other work keeps them.
 
 On a two-core machine a test suite running next to the benchmark takes half of it, and every
-figure drops. The ratios survive some of that (baselines suffer the same), but not all of it, so a
-run measures the background load first and says so when it is not negligible.
+figure drops. Ratios survive some of that (their baselines suffer too) but not all of it, since the
+load comes and goes between two measurements; so every measurement is watched, and the report
+names those that shared the machine.
 """
 
 from __future__ import annotations
@@ -10,12 +11,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-
-BUSY_THRESHOLD = 0.25  # CPUs' worth of other work that makes a run worth a warning
 
 
 def _cpu_times() -> tuple[int, int]:
@@ -77,41 +74,11 @@ class CpuWatch:
             self.background_cpus = max(0.0, other / (total - total0) * cpus)
 
 
-@dataclass(frozen=True, slots=True)
-class Machine:
-    """CPUs usable by this process, and the CPUs' worth of work others were doing just before the run."""
-
-    usable_cpus: int
-    background_cpus: float | None
-
-    @classmethod
-    def sample(cls, seconds: float = 1.0) -> Machine:
-        """Watch the machine for ``seconds`` while this process sleeps."""
-        usable = len(os.sched_getaffinity(0))
-        try:
-            busy0, total0 = _cpu_times()
-            time.sleep(seconds)
-            busy1, total1 = _cpu_times()
-        except (OSError, ValueError, IndexError):
-            return cls(usable, None)
-        cpus = os.cpu_count() or usable
-        share = (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
-        return cls(usable, share * cpus)
-
-    @property
-    def warning(self) -> str | None:
-        if self.background_cpus is None or self.background_cpus < BUSY_THRESHOLD:
-            return None
-        return (
-            f"Other processes were using {self.background_cpus:.1f} of {os.cpu_count()} CPUs when the run began: "
-            "figures are lower and noisier than on a quiet machine."
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "cpus": os.cpu_count(),
-            "usable_cpus": self.usable_cpus,
-            "background_cpus_at_start": None if self.background_cpus is None else round(self.background_cpus, 2),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-        }
+def describe() -> dict[str, Any]:
+    """What the JSON results say about the machine."""
+    return {
+        "cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }

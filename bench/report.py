@@ -99,6 +99,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    # CPUs' worth of other processes' work during each measurement (see ``bench.machine.CpuWatch``).
+    background: dict[str, float] = field(default_factory=dict)
+    background_threshold: float = 0.25
 
     def add(self, figure: Figure) -> Figure:
         self.figures.append(figure)
@@ -121,10 +124,19 @@ class Report:
             )
         return table
 
+    def busy_note(self) -> str | None:
+        """A warning naming the measurements that shared the machine with other work, if any did."""
+        busy = {name: cpus for name, cpus in self.background.items() if cpus >= self.background_threshold}
+        if not busy:
+            return None
+        listed = ", ".join(f"{name} ({cpus:.1f})" for name, cpus in busy.items())
+        return f"Other processes used CPUs during: {listed}. Those figures are low and noisy; rerun on a quiet machine."
+
     def print(self, console: Console) -> None:
         console.print(self.table())
-        for note in self.notes:
-            console.print(f"• {note}")
+        busy = self.busy_note()
+        for note in [*self.notes, *([busy] if busy else [])]:
+            console.print(f"• {note}", highlight=False)
         for name, error in self.errors.items():
             console.print(f"[red]{name} did not run to the end:[/red] {error}", markup=True, highlight=False)
 
@@ -136,6 +148,7 @@ class Report:
             "machine": self.machine,
             "figures": {figure.key: figure.as_dict() for figure in self.figures},
             "notes": self.notes,
+            "background_cpus": {name: round(cpus, 2) for name, cpus in self.background.items()},
             "details": self.details,
             "errors": self.errors,
         }

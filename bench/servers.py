@@ -105,6 +105,13 @@ class Server:
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (taskset execs the server, so it is the server's own)."""
+        if self._process is None:
+            raise RuntimeError(f"{self.name} is not running.")
+        return self._process.pid
+
     def __enter__(self) -> Server:
         self.start()
         return self

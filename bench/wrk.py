@@ -90,6 +90,12 @@ class WrkResult:
         return {**asdict(self), "ok_per_second": round(self.ok_per_second, 1)}
 
 
+def ok_per_second(*results: WrkResult) -> float:
+    """Successful answers per second over several runs taken together."""
+    seconds = sum(result.duration_s for result in results)
+    return sum(result.requests - result.status_errors for result in results) / seconds if seconds > 0 else 0.0
+
+
 def run(
     wrk: str,
     url: str,

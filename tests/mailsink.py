@@ -56,11 +56,11 @@ class MailSink:
             time.sleep(0.02)
         raise AssertionError(f"expected {count} mail(s) to {address}, got {len(self.to(address))}")
 
-    async def await_token(self, address: str, *, count: int = 1, timeout: float = 10.0) -> str:
+    async def await_token(self, address: str, *, count: int = 1, within: float = 10.0) -> str:
         """The token in the ``count``-th mail to ``address`` (waits for it without blocking the loop)."""
         import asyncio
 
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             found = self.to(address)
             if len(found) >= count:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sys
+import contextlib
 
 import typer
 from rich.console import Console
@@ -105,10 +105,8 @@ def worker(once: bool = typer.Option(False, help="Do what is pending, then exit.
         finally:
             await platform.stop()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
 
 
 @keys_app.command("rotate")
@@ -164,9 +162,5 @@ def mail_list(
         console.print(text if full else "\n".join(line for line in text.splitlines() if line.strip()), markup=False)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    app()

@@ -7,7 +7,6 @@ import time
 import httpx
 import jwt
 import pytest
-
 from asgi_lifespan import LifespanManager
 
 from tenantry.app import create_app
@@ -26,7 +25,8 @@ async def test_login_returns_a_bearer_pair(client: httpx.AsyncClient) -> None:
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 15 * 60
     assert body["access_token"].count(".") == 2
-    assert body["refresh_token"] and body["refresh_token"] != body["access_token"]
+    assert body["refresh_token"]
+    assert body["refresh_token"] != body["access_token"]
 
 
 async def test_login_ignores_the_case_of_the_email(client: httpx.AsyncClient) -> None:

@@ -72,7 +72,9 @@ async def test_logout_rejects_the_access_token_on_the_next_request(client: httpx
 
 async def test_sessions_are_listed_with_the_current_one_marked(client: httpx.AsyncClient) -> None:
     account = await signed_in(client)
-    other = await login(client, Account(account.email, account.password, account.user_id), **{"User-Agent": "Phone/1.0"})
+    other = await login(
+        client, Account(account.email, account.password, account.user_id), **{"User-Agent": "Phone/1.0"}
+    )
 
     response = await client.get("/v1/me/sessions", headers=account.headers)
 

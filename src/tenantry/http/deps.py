@@ -43,9 +43,7 @@ async def principal(request: Request) -> Principal:
 
 
 def user_actor(request: Request, who: Principal) -> Actor:
-    return Actor(
-        type="user", id=str(who.user.id), ip=request_ip(request), user_agent=request.headers.get("user-agent")
-    )
+    return Actor(type="user", id=str(who.user.id), ip=request_ip(request), user_agent=request.headers.get("user-agent"))
 
 
 PlatformDep = Annotated["Platform", Depends(platform)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -55,12 +56,17 @@ HTTP_CODES: dict[int, tuple[str, str]] = {
 def status_of(error: DomainError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 
 def problem(
-    status: int, code: str, title: str, detail: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
 ) -> Response:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "code": code}
     if detail:

@@ -25,7 +25,9 @@ def _user(view: UserView) -> schemas.User:
 
 
 def _pair(pair: TokenPair) -> schemas.TokenPair:
-    return schemas.TokenPair(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+    return schemas.TokenPair(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
 
 
 def _session(view: SessionView) -> schemas.Session:
@@ -50,9 +52,7 @@ async def verify_email(body: schemas.TokenIn, platform: PlatformDep, actor: Acto
     return _user(await platform.identity.verify_email(token=body.token, actor=actor))
 
 
-@router.post(
-    "/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, summary="Mail a new verification link"
-)
+@router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, summary="Mail a new verification link")
 async def resend_verification(platform: PlatformDep, who: PrincipalDep) -> Response:
     await platform.identity.resend_verification(user_id=who.user.id)
     return Response(status_code=status.HTTP_202_ACCEPTED)
@@ -80,7 +80,9 @@ async def forgot_password(body: schemas.ForgotPasswordIn, platform: PlatformDep,
     return Response(status_code=status.HTTP_202_ACCEPTED)
 
 
-@router.post("/auth/password/reset", status_code=status.HTTP_204_NO_CONTENT, summary="Set a new password with a mailed token")
+@router.post(
+    "/auth/password/reset", status_code=status.HTTP_204_NO_CONTENT, summary="Set a new password with a mailed token"
+)
 async def reset_password(body: schemas.ResetPasswordIn, platform: PlatformDep, actor: ActorDep) -> Response:
     await platform.identity.reset_password(token=body.token, password=body.password, actor=actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -92,7 +94,9 @@ async def me(who: PrincipalDep) -> schemas.User:
 
 
 @router.patch("/me", summary="Change the signed-in user's profile")
-async def update_me(body: schemas.UserUpdate, request: Request, platform: PlatformDep, who: PrincipalDep) -> schemas.User:
+async def update_me(
+    body: schemas.UserUpdate, request: Request, platform: PlatformDep, who: PrincipalDep
+) -> schemas.User:
     user = await platform.identity.update_profile(user_id=who.user.id, name=body.name, actor=user_actor(request, who))
     return _user(user)
 

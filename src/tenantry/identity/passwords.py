@@ -43,9 +43,7 @@ class PasswordService:
     """Hashes and verifies on ``threads`` worker threads (argon2 releases the GIL while it works)."""
 
     def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, threads: int) -> None:
-        self.hasher = PasswordHasher(
-            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
-        )
+        self.hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
         self._dummy_hash: str | None = None
 

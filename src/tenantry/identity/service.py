@@ -45,7 +45,7 @@ from tenantry.ratelimit.gcra import Rate
 from tenantry.ratelimit.throttle import FailureThrottle
 
 VERIFY_EMAIL = "verify_email"
-RESET_PASSWORD = "reset_password"
+RESET_PASSWORD = "reset_password"  # noqa: S105 (a token purpose, not a secret)
 MAIL_JOB = "mail.send"
 
 
@@ -86,7 +86,10 @@ class IdentityService:
         ``InvalidInput``."""
         email, key = normalize_email(email)
         check_strength(
-            password, email=email, min_length=self.config.password_min_length, max_length=self.config.password_max_length
+            password,
+            email=email,
+            min_length=self.config.password_min_length,
+            max_length=self.config.password_max_length,
         )
         async with self.db.read() as tx:
             if await tx.scalar(select(User.id).where(User.email_normalized == key)) is not None:
@@ -172,7 +175,9 @@ class IdentityService:
         """Trade a refresh token for a new pair. Raises ``InvalidRefreshToken``, or ``RefreshTokenReused``
         after revoking the session when the token had been spent already."""
         async with self.db.transaction() as tx:
-            outcome = await sessions.rotate(tx, refresh_token=refresh_token, actor=actor, config=self.config, keys=self.keys)
+            outcome = await sessions.rotate(
+                tx, refresh_token=refresh_token, actor=actor, config=self.config, keys=self.keys
+            )
         if isinstance(outcome, Session):
             await self.auth.forget_sessions([outcome.id])
             raise RefreshTokenReused()
@@ -180,7 +185,9 @@ class IdentityService:
 
     async def logout(self, *, principal: Principal, actor: Actor) -> None:
         """End the caller's current session."""
-        await self.revoke_session(user_id=principal.user.id, session_id=principal.session_id, actor=actor, reason="logout")
+        await self.revoke_session(
+            user_id=principal.user.id, session_id=principal.session_id, actor=actor, reason="logout"
+        )
 
     async def list_sessions(self, *, principal: Principal) -> list[SessionView]:
         async with self.db.read() as tx:
@@ -242,7 +249,10 @@ class IdentityService:
         async with self.db.read() as tx:
             user = await self._token_owner(tx, token, RESET_PASSWORD)
         check_strength(
-            password, email=user.email, min_length=self.config.password_min_length, max_length=self.config.password_max_length
+            password,
+            email=user.email,
+            min_length=self.config.password_min_length,
+            max_length=self.config.password_max_length,
         )
         password_hash = await self.passwords.hash(password)
         async with self.db.transaction() as tx:
@@ -285,11 +295,17 @@ class IdentityService:
         ttl = self.config.verification_ttl if purpose == VERIFY_EMAIL else self.config.reset_ttl
         tx.add(
             EmailToken(
-                user_id=user.id, purpose=purpose, email=user.email_normalized, token_hash=digest(token), expires_at=now + ttl
+                user_id=user.id,
+                purpose=purpose,
+                email=user.email_normalized,
+                token_hash=digest(token),
+                expires_at=now + ttl,
             )
         )
         compose = mails.verification if purpose == VERIFY_EMAIL else mails.password_reset
-        await _queue_mail(tx, compose(to=user.email, name=user.name, token=token, base_url=self.config.base_url, ttl=ttl))
+        await _queue_mail(
+            tx, compose(to=user.email, name=user.name, token=token, base_url=self.config.base_url, ttl=ttl)
+        )
 
     async def _token_row(self, tx: AsyncSession, token: str, purpose: str) -> tuple[EmailToken, User]:
         row = await tx.scalar(

@@ -68,7 +68,9 @@ def _deserialize(raw: dict[str, Any]) -> SigningKey:
 
 
 def _new_key() -> SigningKey:
-    return SigningKey(kid=uuid.uuid4().hex[:16], private_key=Ed25519PrivateKey.generate(), created_at=utcnow(), retired_at=None)
+    return SigningKey(
+        kid=uuid.uuid4().hex[:16], private_key=Ed25519PrivateKey.generate(), created_at=utcnow(), retired_at=None
+    )
 
 
 class KeyRing:

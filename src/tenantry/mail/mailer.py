@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import mailbox
-from email import message_from_bytes, policy
 from dataclasses import dataclass
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -89,7 +89,9 @@ class MailboxMailer:
             return []
         box = mailbox.Maildir(self.path, create=False)
         try:
-            stored = sorted(((box.get_message(key).get_date(), key) for key in box.keys()), key=lambda pair: pair[0])
+            stored = sorted(
+                ((box.get_message(key).get_date(), key) for key in box.iterkeys()), key=lambda pair: pair[0]
+            )
             found = [message_from_bytes(box.get_bytes(key), policy=policy.default) for _, key in stored]
         finally:
             box.close()
