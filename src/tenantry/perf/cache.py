@@ -130,7 +130,9 @@ class FileInvalidation(_Caches):
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         temporary.write_bytes(orjson.dumps([cache_name, key]))
         os.replace(temporary, self.path)
-        self._seen = self._stamp()
+        # _seen is left as it was: the next check() sees the new stamp and clears this process's
+        # caches too. Recording our own stamp here could swallow another process's publication
+        # landing just after ours.
 
     async def start(self) -> None:
         self._seen = self._stamp()

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+_EPSILON = 1e-9
+
+
 @dataclass(frozen=True, slots=True)
 class Rate:
     limit: int
@@ -43,8 +46,8 @@ def decide(rate: Rate, tat: float | None, now: float, cost: int = 1) -> tuple[De
     base = max(tat if tat is not None else now, now)
     new_tat = base + cost * t
     allow_at = new_tat - rate.tolerance
-    if allow_at > now:
+    if allow_at - now > _EPSILON:  # float sums of intervals must not refuse a client exactly on time
         remaining = max(0, int((rate.tolerance - (base - now)) / t))
-        return Decision(False, remaining, allow_at - now, max(0.0, base - now)), base if tat is not None else now
+        return Decision(False, remaining, allow_at - now, max(0.0, base - now)), base
     remaining = max(0, int((rate.tolerance - (new_tat - now)) / t))
     return Decision(True, remaining, 0.0, new_tat - now), new_tat
