@@ -90,6 +90,7 @@ class Platform:
         """Load keys, start listening for invalidations and, unless told otherwise, the background work."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.keys.load_or_create)
+        await self.passwords.prepare()
         await self.invalidation.start()
         await self.auth.start()
         if self.settings.embedded_worker if background is None else background:

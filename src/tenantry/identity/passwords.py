@@ -63,10 +63,15 @@ class PasswordService:
     def needs_rehash(self, password_hash: str) -> bool:
         return self.hasher.check_needs_rehash(password_hash)
 
-    async def burn(self, password: str) -> None:
-        """Spend the time of one verification, for an unknown account, so timing does not tell."""
+    async def prepare(self) -> None:
+        """Make the stand-in hash that :meth:`burn` verifies against (at start, not on a first request)."""
         if self._dummy_hash is None:
             self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+
+    async def burn(self, password: str) -> None:
+        """Spend the time of one verification, for an unknown account, so timing does not tell."""
+        await self.prepare()
+        assert self._dummy_hash is not None
         await self.verify(self._dummy_hash, password)
 
     def close(self) -> None:
