@@ -136,3 +136,22 @@ async def test_an_empty_name_is_a_validation_error(client: httpx.AsyncClient) ->
 
     assert response.status_code == 422
     assert response.json()["code"] == "validation_error"
+
+
+async def test_a_spent_refresh_token_is_reported_as_reused_every_time(client: httpx.AsyncClient) -> None:
+    account = await signed_in(client)
+    await _refresh(client, account.refresh_token)
+
+    first = await _refresh(client, account.refresh_token)
+    second = await _refresh(client, account.refresh_token)
+
+    assert first.json()["code"] == second.json()["code"] == "refresh_token_reused"
+
+
+async def test_a_blank_name_is_a_validation_error(client: httpx.AsyncClient) -> None:
+    account = await signed_in(client)
+
+    response = await client.patch("/v1/me", json={"name": "   "}, headers=account.headers)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+
+# A person's name: surrounding blanks dropped, and something must remain.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class _In(BaseModel):
@@ -16,7 +20,7 @@ class _In(BaseModel):
 class SignupIn(_In):
     email: str = Field(max_length=320)
     password: str
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
 
 class TokenIn(_In):
@@ -47,7 +51,7 @@ class PasswordChangeIn(_In):
 
 
 class UserUpdate(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = None
 
 
 class User(BaseModel):

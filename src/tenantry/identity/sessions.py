@@ -92,7 +92,11 @@ async def rotate(
     if token is None:
         raise InvalidRefreshToken()
     session = await tx.get(Session, token.session_id)
-    if session is None or session.revoked_at is not None or session.expires_at <= now:
+    if session is None:
+        raise InvalidRefreshToken()
+    if token.used_at is not None:
+        return await _reused(tx, session, actor=actor)
+    if session.revoked_at is not None or session.expires_at <= now:
         raise InvalidRefreshToken()
     # Spending is one conditional UPDATE, so of two concurrent refreshes exactly one wins.
     spent = await tx.execute(
@@ -102,13 +106,18 @@ async def rotate(
         .execution_options(synchronize_session=False)
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
-        await revoke(tx, [session], reason="refresh_token_reused", actor=actor.as_user(session.user_id))
-        return session
+        return await _reused(tx, session, actor=actor)
     if token.expires_at <= now:
         raise InvalidRefreshToken()
     session.last_used_at = now
     session.ip = actor.ip or session.ip
     return await _issue(tx, session, config=config, keys=keys, now=now)
+
+
+async def _reused(tx: AsyncSession, session: Session, *, actor: Actor) -> Session:
+    """A spent token came back: whoever holds the chain now may be a thief, so the session ends."""
+    await revoke(tx, [session], reason="refresh_token_reused", actor=actor.as_user(session.user_id))
+    return session
 
 
 async def revoke(tx: AsyncSession, sessions: Sequence[Session], *, reason: str, actor: Actor) -> list[uuid.UUID]:
