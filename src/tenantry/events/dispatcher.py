@@ -57,6 +57,7 @@ class Dispatcher:
         poll_interval: float = 1.0,
         gap_timeout: float = 60.0,
         lease_seconds: float = 30.0,
+        coalesce: float = 0.02,
     ) -> None:
         self.db = db
         self.node_id = node_id
@@ -64,6 +65,7 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.gap_timeout = gap_timeout
         self.lease = timedelta(seconds=lease_seconds)
+        self.coalesce = coalesce
         self._consumers: dict[str, _Consumer] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -95,6 +97,9 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._wake.wait()
+                # Let a burst of commits pile up, then read them in one transaction rather than
+                # taking the write lock once per event.
+                await asyncio.sleep(self.coalesce)
                 self._wake.clear()
 
     async def drain(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 from fastapi import APIRouter, Request, Response, status
 
 from tenantry.http.deps import ActorDep, PlatformDep, PrincipalDep, user_actor
@@ -21,6 +22,20 @@ def _user(view: UserView) -> schemas.User:
         email_verified=view.email_verified,
         created_at=view.created_at,
         updated_at=view.updated_at,
+    )
+
+
+def _user_json(view: UserView) -> bytes:
+    return orjson.dumps(
+        {
+            "id": str(view.id),
+            "email": view.email,
+            "name": view.name,
+            "email_verified": view.email_verified,
+            "created_at": view.created_at,
+            "updated_at": view.updated_at,
+        },
+        option=orjson.OPT_UTC_Z,
     )
 
 
@@ -88,9 +103,10 @@ async def reset_password(body: schemas.ResetPasswordIn, platform: PlatformDep, a
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/me", summary="The signed-in user")
-async def me(who: PrincipalDep) -> schemas.User:
-    return _user(who.user)
+@router.get("/me", summary="The signed-in user", response_model=schemas.User)
+async def me(who: PrincipalDep) -> Response:
+    # The hottest route of all: serialised straight from the cached view, skipping a model round trip.
+    return Response(_user_json(who.user), media_type="application/json")
 
 
 @router.patch("/me", summary="Change the signed-in user's profile")
@@ -130,7 +146,5 @@ jwks_router = APIRouter(tags=["identity"])
 
 @jwks_router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
 async def jwks(platform: PlatformDep) -> Response:
-    from orjson import dumps
-
-    body = dumps({"keys": platform.keys.public_keys()})
+    body = orjson.dumps({"keys": platform.keys.public_keys()})
     return Response(body, media_type="application/json", headers={"Cache-Control": "public, max-age=60"})

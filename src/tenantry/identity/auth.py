@@ -38,14 +38,15 @@ TOUCH_EVERY = 60.0  # seconds between two writes of a session's last_used_at
 
 @dataclass(frozen=True, slots=True)
 class _Claims:
-    user_id: uuid.UUID
+    user_key: str  # ids as the token spells them: the cache keys, with no UUID formatting per request
+    session_key: str
     session_id: uuid.UUID
     expires_at: float
 
 
 @dataclass(slots=True)
 class _SessionState:
-    user_id: uuid.UUID
+    user_key: str
     is_alive: bool
     expires_at: float
     touched_at: float = field(default=0.0)
@@ -78,14 +79,14 @@ class Authenticator:
         now = time.time()
         if claims.expires_at <= now:
             raise Unauthorized("The access token has expired.")
-        state = self.sessions.get(str(claims.session_id)) if trusted else None
+        state = self.sessions.get(claims.session_key) if trusted else None
         if not isinstance(state, _SessionState):
-            state = await self._load_session(claims.session_id, cache=trusted)
-        if not state.is_alive or state.expires_at <= now or state.user_id != claims.user_id:
+            state = await self._load_session(claims, cache=trusted)
+        if not state.is_alive or state.expires_at <= now or state.user_key != claims.user_key:
             raise Unauthorized("This session has ended.")
-        user = self.users.get(str(claims.user_id)) if trusted else None
+        user = self.users.get(claims.user_key) if trusted else None
         if not isinstance(user, UserView):
-            user = await self._load_user(claims.user_id, cache=trusted)
+            user = await self._load_user(claims.user_key, cache=trusted)
         if now - state.touched_at > TOUCH_EVERY:
             state.touched_at = now
             self._touched[claims.session_id] = utcnow()
@@ -96,34 +97,35 @@ class Authenticator:
         if raw is None:
             raise Unauthorized("The access token is invalid or expired.")
         try:
-            return _Claims(uuid.UUID(raw["sub"]), uuid.UUID(raw["sid"]), float(raw["exp"]))
+            session_id = uuid.UUID(raw["sid"])
+            return _Claims(str(uuid.UUID(raw["sub"])), str(session_id), session_id, float(raw["exp"]))
         except (ValueError, TypeError) as exc:
             raise Unauthorized("The access token is invalid.") from exc
 
     def _version(self) -> int:
         return self.invalidation.version
 
-    async def _load_session(self, session_id: uuid.UUID, *, cache: bool) -> _SessionState:
+    async def _load_session(self, claims: _Claims, *, cache: bool) -> _SessionState:
         version = self._version()
-        query = select(Session.user_id, Session.revoked_at, Session.expires_at).where(Session.id == session_id)
+        query = select(Session.user_id, Session.revoked_at, Session.expires_at).where(Session.id == claims.session_id)
         async with self.db.reader.connect() as connection:
             row = (await connection.execute(query)).first()
         if row is None:
             raise Unauthorized("This session has ended.")
-        state = _SessionState(row.user_id, row.revoked_at is None, row.expires_at.timestamp())
+        state = _SessionState(str(row.user_id), row.revoked_at is None, row.expires_at.timestamp())
         if cache and version == self._version():
-            self.sessions.put(str(session_id), state)
+            self.sessions.put(claims.session_key, state)
         return state
 
-    async def _load_user(self, user_id: uuid.UUID, *, cache: bool) -> UserView:
+    async def _load_user(self, user_key: str, *, cache: bool) -> UserView:
         version = self._version()
         async with self.db.read() as tx:
-            user = await tx.get(User, user_id)
+            user = await tx.get(User, uuid.UUID(user_key))
         if user is None:
             raise Unauthorized("This account no longer exists.")
         view = UserView.of(user)
         if cache and version == self._version():
-            self.users.put(str(user_id), view)
+            self.users.put(user_key, view)
         return view
 
     # -- invalidation --------------------------------------------------------------------------------

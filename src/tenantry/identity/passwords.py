@@ -7,7 +7,10 @@ Hashing costs tens of milliseconds of CPU by design; it never runs on the event 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -39,12 +42,26 @@ def check_strength(password: str, *, email: str, min_length: int, max_length: in
         raise WeakPassword("Use more than two different characters.")
 
 
+def _yield_to_others() -> None:
+    """Lower this hashing thread's scheduling priority (Linux: niceness is per thread).
+
+    Hashing is throughput work; the event loop and the database threads are latency work. On a
+    machine whose cores are all busy hashing, the loop still gets the CPU first, so a login storm
+    does not slow down every other request.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+
+
+HASH_THREAD_NICENESS = 10
+
+
 class PasswordService:
     """Hashes and verifies on ``threads`` worker threads (argon2 releases the GIL while it works)."""
 
     def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, threads: int) -> None:
         self.hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID)
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2", initializer=_yield_to_others)
         self._dummy_hash: str | None = None
 
     async def hash(self, password: str) -> str:

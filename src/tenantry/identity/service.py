@@ -158,8 +158,9 @@ class IdentityService:
         key = email.strip().lower()
         throttle_keys = self._login_keys(key, actor.ip)
         await self.throttle.check(throttle_keys)
-        async with self.db.read() as tx:
-            user = await tx.scalar(select(User).where(User.email_normalized == key))
+        async with self.db.reader.connect() as connection:
+            query = select(User.id, User.password_hash).where(User.email_normalized == key)
+            user = (await connection.execute(query)).first()
         if user is None:
             await self.passwords.burn(password)
         if user is None or not await self.passwords.verify(user.password_hash, password):

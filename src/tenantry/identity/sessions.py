@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
 from tenantry.core.context import Actor
 from tenantry.core.errors import NotFound
-from tenantry.core.ids import digest, new_secret
+from tenantry.core.ids import digest, new_id, new_secret
 from tenantry.events.outbox import emit
 from tenantry.identity.config import IdentityConfig
 from tenantry.identity.errors import InvalidRefreshToken
@@ -34,48 +34,79 @@ REFRESH_PREFIX = "rt_"
 async def start(
     tx: AsyncSession, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing
 ) -> TokenPair:
-    """Open a session for ``user_id`` and return its first token pair."""
+    """Open a session for ``user_id`` and return its first token pair.
+
+    Plain INSERTs rather than ORM flushes: this runs on every sign-in, under the write lock.
+    """
     now = utcnow()
-    session = Session(
-        user_id=user_id,
-        created_at=now,
-        last_used_at=now,
-        expires_at=now + config.session_max_age,
-        ip=actor.ip,
-        user_agent=(actor.user_agent or "")[:512] or None,
+    session_id, expires_at = new_id(), now + config.session_max_age
+    user_agent = (actor.user_agent or "")[:512] or None
+    await tx.execute(
+        insert(Session.__table__),  # type: ignore[arg-type]
+        {
+            "id": session_id,
+            "user_id": user_id,
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": expires_at,
+            "ip": actor.ip,
+            "user_agent": user_agent,
+        },
     )
-    tx.add(session)
-    await tx.flush()
-    await emit(tx, SESSION_CREATED, data={"session": session_data(session)}, actor=actor.as_user(user_id))
-    return await _issue(tx, session, config=config, keys=keys, now=now)
+    data = {
+        "id": str(session_id),
+        "user_id": str(user_id),
+        "ip": actor.ip,
+        "user_agent": user_agent,
+        "created_at": now.isoformat(),
+    }
+    await emit(tx, SESSION_CREATED, data={"session": data}, actor=actor.as_user(user_id))
+    return await _issue(
+        tx,
+        session_id=session_id,
+        user_id=user_id,
+        session_expires_at=expires_at,
+        config=config,
+        keys=keys,
+        now=now,
+    )
 
 
 async def _issue(
-    tx: AsyncSession, session: Session, *, config: IdentityConfig, keys: KeyRing, now: datetime
+    tx: AsyncSession,
+    *,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    session_expires_at: datetime,
+    config: IdentityConfig,
+    keys: KeyRing,
+    now: datetime,
 ) -> TokenPair:
     refresh = new_secret(REFRESH_PREFIX)
-    tx.add(
-        RefreshToken(
-            session_id=session.id,
-            token_hash=digest(refresh),
-            created_at=now,
-            expires_at=min(now + config.refresh_ttl, session.expires_at),
-        )
+    await tx.execute(
+        insert(RefreshToken.__table__),  # type: ignore[arg-type]
+        {
+            "id": new_id(),
+            "session_id": session_id,
+            "token_hash": digest(refresh),
+            "created_at": now,
+            "expires_at": min(now + config.refresh_ttl, session_expires_at),
+            "used_at": None,
+        },
     )
-    await tx.flush()
     issued = int(now.timestamp())
     ttl = int(config.access_ttl.total_seconds())
     access = keys.sign(
         {
             "iss": config.issuer,
-            "sub": str(session.user_id),
-            "sid": str(session.id),
+            "sub": str(user_id),
+            "sid": str(session_id),
             "iat": issued,
             "exp": issued + ttl,
             "jti": uuid.uuid4().hex,
         }
     )
-    return TokenPair(access, refresh, ttl, session.id, session.user_id)
+    return TokenPair(access, refresh, ttl, session_id, user_id)
 
 
 async def rotate(
@@ -111,7 +142,15 @@ async def rotate(
         raise InvalidRefreshToken()
     session.last_used_at = now
     session.ip = actor.ip or session.ip
-    return await _issue(tx, session, config=config, keys=keys, now=now)
+    return await _issue(
+        tx,
+        session_id=session.id,
+        user_id=session.user_id,
+        session_expires_at=session.expires_at,
+        config=config,
+        keys=keys,
+        now=now,
+    )
 
 
 async def _reused(tx: AsyncSession, session: Session, *, actor: Actor) -> Session:
