@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,6 +29,10 @@ def create_app(settings: Settings | None = None, *, access_log: bool = True) -> 
         platform = Platform(settings)
         app.state.platform = platform
         await platform.start()
+        # Everything built so far lives as long as the process: keep it out of the collector's
+        # sight, so full collections under load walk only what requests create (shorter pauses).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

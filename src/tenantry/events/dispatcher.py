@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
@@ -39,6 +39,7 @@ class _Consumer:
     handler: Handler
     high: int | None = None  # highest id handed over by this process
     gaps: dict[int, float] = field(default_factory=dict)  # missing id -> give up at (monotonic)
+    lease_renew_at: float = 0.0  # monotonic time after which the lease must be renewed
 
     def position(self) -> int:
         assert self.high is not None
@@ -57,7 +58,7 @@ class Dispatcher:
         poll_interval: float = 1.0,
         gap_timeout: float = 60.0,
         lease_seconds: float = 30.0,
-        coalesce: float = 0.02,
+        coalesce: float = 0.1,
     ) -> None:
         self.db = db
         self.node_id = node_id
@@ -120,7 +121,17 @@ class Dispatcher:
             rows = [{"name": name, "position": 0, "updated_at": utcnow()} for name in self._consumers]
             await insert_ignoring_conflicts(session, ConsumerCursor.__table__, rows)  # type: ignore[arg-type]
 
+    async def _nothing_new(self, consumer: _Consumer) -> bool:
+        """Whether a held lease shows nothing to read, judged on the read pool without the write lock."""
+        if consumer.high is None or consumer.gaps or time.monotonic() >= consumer.lease_renew_at:
+            return False
+        async with self.db.reader.connect() as connection:
+            newest = (await connection.execute(select(func.max(OutboxEvent.id)))).scalar()
+        return newest is None or newest <= consumer.high
+
     async def _step(self, consumer: _Consumer) -> bool:
+        if await self._nothing_new(consumer):
+            return False
         async with self.db.transaction() as session:
             position = await self._acquire(session, consumer)
             if position is None:
@@ -148,6 +159,7 @@ class Dispatcher:
             .returning(table.position)
         )
         position = result.scalar_one_or_none()
+        consumer.lease_renew_at = time.monotonic() + self.lease.total_seconds() / 3
         if position is None:
             consumer.high, consumer.gaps = None, {}  # someone else reads; start afresh if we get it back
         return position

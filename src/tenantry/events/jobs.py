@@ -127,6 +127,11 @@ class JobRunner:
             Job.kind.in_(list(self._kinds)),
             or_(Job.locked_until.is_(None), Job.locked_until < now),
         )
+        if self.db.is_sqlite:
+            # One writer only: look on the read pool first, take the write lock only for real work.
+            async with self.db.reader.connect() as connection:
+                if (await connection.execute(select(Job.id).where(due).limit(1))).first() is None:
+                    return []
         async with self.db.transaction() as session:
             query = select(Job.id).where(due).order_by(Job.run_at).limit(self.concurrency)
             ids = list((await session.scalars(query.with_for_update(skip_locked=True))).all())
