@@ -159,7 +159,8 @@ def mail_list(
         text = body.get_content() if body is not None else ""
         console.rule(f"[bold]{message['Subject']}[/bold]")
         console.print(f"To: {message['To']}    Date: {message['Date']}")
-        console.print(text if full else "\n".join(line for line in text.splitlines() if line.strip()), markup=False)
+        shown = text if full else "\n".join(line for line in text.splitlines() if line.strip())
+        console.print(shown, markup=False, highlight=False, soft_wrap=True)  # links and tokens stay whole
 
 
 if __name__ == "__main__":  # pragma: no cover
