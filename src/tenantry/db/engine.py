@@ -15,7 +15,19 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+# Keys that services set in ``info`` to say what a transaction wrote (see ``on_commit``).
+MARKS = ("events", "jobs")
+
+# What a service may write through: an ORM session, or a bare connection on hot paths.
+Writer = AsyncSession | AsyncConnection
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -76,6 +88,21 @@ class Database:
             async with session.begin():
                 yield session
             info = dict(session.info)
+        for callback in self._after_commit:
+            callback(info)
+
+    @asynccontextmanager
+    async def core_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction on a bare connection, for hot paths that need no ORM unit of work.
+
+        Same commit rules and after-commit callbacks as :meth:`transaction`.
+        """
+        async with self.writer.begin() as connection:
+            # Marks belong to one transaction, but this dict to the pooled connection: start clean.
+            for mark in MARKS:
+                connection.info.pop(mark, None)
+            yield connection
+            info = {mark: connection.info.pop(mark) for mark in MARKS if mark in connection.info}
         for callback in self._after_commit:
             callback(info)
 

@@ -6,17 +6,17 @@ import uuid
 from typing import Any
 
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
 from tenantry.core.context import Actor
 from tenantry.core.ids import new_id
+from tenantry.db.engine import Writer
 from tenantry.events.catalog import EVENT_TYPES
 from tenantry.events.models import OutboxEvent
 
 
 async def emit(
-    session: AsyncSession,
+    session: Writer,
     type: str,
     *,
     data: dict[str, Any],

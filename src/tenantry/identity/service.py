@@ -167,7 +167,7 @@ class IdentityService:
             await self.throttle.fail(throttle_keys)
             raise InvalidCredentials()
         new_hash = await self.passwords.hash(password) if self.passwords.needs_rehash(user.password_hash) else None
-        async with self.db.transaction() as tx:
+        async with self.db.core_transaction() as tx:
             if new_hash is not None:
                 await tx.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
             return await sessions.start(tx, user_id=user.id, actor=actor, config=self.config, keys=self.keys)

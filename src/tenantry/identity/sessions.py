@@ -20,6 +20,7 @@ from tenantry.core.clock import utcnow
 from tenantry.core.context import Actor
 from tenantry.core.errors import NotFound
 from tenantry.core.ids import digest, new_id, new_secret
+from tenantry.db.engine import Writer
 from tenantry.events.outbox import emit
 from tenantry.identity.config import IdentityConfig
 from tenantry.identity.errors import InvalidRefreshToken
@@ -31,9 +32,7 @@ from tenantry.identity.views import SessionView, TokenPair
 REFRESH_PREFIX = "rt_"
 
 
-async def start(
-    tx: AsyncSession, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing
-) -> TokenPair:
+async def start(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing) -> TokenPair:
     """Open a session for ``user_id`` and return its first token pair.
 
     Plain INSERTs rather than ORM flushes: this runs on every sign-in, under the write lock.
@@ -73,7 +72,7 @@ async def start(
 
 
 async def _issue(
-    tx: AsyncSession,
+    tx: Writer,
     *,
     session_id: uuid.UUID,
     user_id: uuid.UUID,
