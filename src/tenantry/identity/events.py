@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
 from tenantry.events.catalog import register
@@ -25,11 +27,23 @@ def user_data(user: User) -> dict[str, Any]:
     }
 
 
-def session_data(session: Session) -> dict[str, Any]:
+def session_data(
+    *, id: uuid.UUID, user_id: uuid.UUID, ip: str | None, user_agent: str | None, created_at: datetime
+) -> dict[str, Any]:
     return {
-        "id": str(session.id),
-        "user_id": str(session.user_id),
-        "ip": session.ip,
-        "user_agent": session.user_agent,
-        "created_at": session.created_at.isoformat(),
+        "id": str(id),
+        "user_id": str(user_id),
+        "ip": ip,
+        "user_agent": user_agent,
+        "created_at": created_at.isoformat(),
     }
+
+
+def session_row_data(session: Session) -> dict[str, Any]:
+    return session_data(
+        id=session.id,
+        user_id=session.user_id,
+        ip=session.ip,
+        user_agent=session.user_agent,
+        created_at=session.created_at,
+    )

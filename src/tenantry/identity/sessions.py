@@ -24,7 +24,7 @@ from tenantry.db.engine import Writer
 from tenantry.events.outbox import emit
 from tenantry.identity.config import IdentityConfig
 from tenantry.identity.errors import InvalidRefreshToken
-from tenantry.identity.events import SESSION_CREATED, SESSION_REVOKED, session_data
+from tenantry.identity.events import SESSION_CREATED, SESSION_REVOKED, session_data, session_row_data
 from tenantry.identity.models import RefreshToken, Session
 from tenantry.identity.signing import KeyRing
 from tenantry.identity.views import SessionView, TokenPair
@@ -52,13 +52,7 @@ async def start(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: Identit
             "user_agent": user_agent,
         },
     )
-    data = {
-        "id": str(session_id),
-        "user_id": str(user_id),
-        "ip": actor.ip,
-        "user_agent": user_agent,
-        "created_at": now.isoformat(),
-    }
+    data = session_data(id=session_id, user_id=user_id, ip=actor.ip, user_agent=user_agent, created_at=now)
     await emit(tx, SESSION_CREATED, data={"session": data}, actor=actor.as_user(user_id))
     return await _issue(
         tx,
@@ -167,7 +161,7 @@ async def revoke(tx: AsyncSession, sessions: Sequence[Session], *, reason: str, 
             continue
         session.revoked_at = now
         session.revoked_reason = reason
-        await emit(tx, SESSION_REVOKED, data={"session": session_data(session), "reason": reason}, actor=actor)
+        await emit(tx, SESSION_REVOKED, data={"session": session_row_data(session), "reason": reason}, actor=actor)
         ended.append(session.id)
     await tx.flush()
     return ended
