@@ -62,7 +62,11 @@ class Database:
             path = _sqlite_path(url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=30)
+            # Every write transaction ends in an explicit COMMIT or ROLLBACK, so the pool's own reset
+            # on return would only cost another trip to the driver's thread.
+            self.writer = create_async_engine(
+                url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=30, pool_reset_on_return=None
+            )
             self.reader = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
             _configure_sqlite(self.writer, begin="BEGIN IMMEDIATE")
             _configure_sqlite(self.reader, begin="BEGIN")
