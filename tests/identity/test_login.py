@@ -145,3 +145,13 @@ async def test_missing_or_malformed_authorization_is_unauthorized(client: httpx.
         response = await client.get("/v1/me", headers=headers)
         assert response.status_code == 401
         assert response.json()["code"] == "unauthorized"
+
+
+async def test_hashing_threads_only_take_cpu_nobody_else_wants(platform: Platform) -> None:
+    """A login storm must not starve the event loop: hashing runs under SCHED_IDLE (Linux)."""
+    import asyncio
+    import os
+
+    policy = await asyncio.get_running_loop().run_in_executor(platform.passwords.pool, os.sched_getscheduler, 0)
+
+    assert policy == os.SCHED_IDLE
