@@ -125,11 +125,6 @@ class IdentityService:
         await self.auth.forget_user(user.id)
         return UserView.of(user)
 
-    async def get_user(self, *, user_id: uuid.UUID) -> UserView:
-        """A user by id; raises ``NotFound``."""
-        async with self.db.read() as tx:
-            return UserView.of(await self._user(tx, user_id))
-
     async def update_profile(self, *, user_id: uuid.UUID, name: str | None, actor: Actor) -> UserView:
         """Change what the user may change about themselves (their name)."""
         async with self.db.transaction() as tx:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.db.upsert import insert_ignoring_conflicts
@@ -45,14 +44,3 @@ def _entry(event: OutboxEvent) -> dict[str, Any]:
 async def record(tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
     """Outbox consumer: write one audit entry per event; an event seen twice is written once."""
     await insert_ignoring_conflicts(tx, AuditEntry.__table__, [_entry(e) for e in events])  # type: ignore[arg-type]
-
-
-async def list_for_actor(tx: AsyncSession, *, actor_type: str, actor_id: str, limit: int = 100) -> list[AuditEntry]:
-    """The newest entries made by one actor (a user's own security activity)."""
-    query = (
-        select(AuditEntry)
-        .where(AuditEntry.actor_type == actor_type, AuditEntry.actor_id == actor_id)
-        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-        .limit(limit)
-    )
-    return list((await tx.scalars(query)).all())
