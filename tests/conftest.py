@@ -19,6 +19,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -90,6 +91,20 @@ async def database_url(request: pytest.FixtureRequest, migrated_databases: dict[
     url = migrated_databases[request.param]
     await truncate_all(url)
     return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fresh_redis_database() -> None:
+    """Empty the test's own Redis database (index 15), so limits spent by an earlier run do not linger."""
+
+    async def flush() -> None:
+        client = Redis.from_url(REDIS_URL)
+        try:
+            await client.flushdb()
+        finally:
+            await client.aclose()
+
+    asyncio.run(flush())
 
 
 @pytest.fixture(scope="session")

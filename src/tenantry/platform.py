@@ -27,7 +27,7 @@ from tenantry.identity.service import MAIL_JOB, IdentityService
 from tenantry.identity.signing import KeyRing
 from tenantry.mail import Message, build_mailer
 from tenantry.perf.cache import FileInvalidation, Invalidation, RedisInvalidation
-from tenantry.ratelimit.store import MemoryStore
+from tenantry.ratelimit.store import LimiterStore, MemoryStore, RedisStore
 from tenantry.ratelimit.throttle import FailureThrottle
 from tenantry.settings import Settings
 from tenantry.tenancy import audit
@@ -53,7 +53,7 @@ class Platform:
             parallelism=settings.argon2_parallelism,
             threads=settings.password_hash_threads,
         )
-        self.limiter_store = MemoryStore()
+        self.limiter_store: LimiterStore = RedisStore(self.redis) if self.redis else MemoryStore()
         self.auth = Authenticator(
             db=self.db,
             keys=self.keys,

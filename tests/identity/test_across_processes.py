@@ -59,6 +59,17 @@ def test_with_redis_the_news_needs_no_shared_disk(migrated_databases: dict[str, 
 
             assert _me(b.url, headers) == 401
 
+            # Sign-in failures count against one budget for the whole fleet, not one per process.
+            victim = new_email()
+            httpx.post(f"{a.url}/v1/auth/signup", json={"email": victim, "password": PASSWORD, "name": "V"})
+            guesses = [
+                httpx.post(f"{server.url}/v1/auth/login", json={"email": victim, "password": "wrong guess"})
+                for server in (a, b) * 5
+            ]
+            assert [g.status_code for g in guesses] == [401] * 10
+            right = httpx.post(f"{b.url}/v1/auth/login", json={"email": victim, "password": PASSWORD})
+            assert right.status_code == 429
+
 
 def test_several_workers_of_one_server_all_refuse_a_revoked_session(
     migrated_databases: dict[str, str], tmp_path: Path

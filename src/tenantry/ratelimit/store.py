@@ -1,4 +1,4 @@
-"""Where limiter state lives. In-process here; a Redis store with a Lua script joins it later.
+"""Where limiter state lives: in this process (embedded shape) or in Redis (cluster shape).
 
 A store applies :func:`tenantry.ratelimit.gcra.decide` atomically per key, so two concurrent
 requests can never both take the last unit of a budget.
@@ -9,7 +9,13 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from tenantry.ratelimit.gcra import Decision, Rate, decide
+
+log = structlog.get_logger(__name__)
 
 
 class LimiterStore(Protocol):
@@ -43,3 +49,52 @@ class MemoryStore:
         self._last_sweep = now
         for key in [k for k, tat in self._tat.items() if tat <= now]:
             del self._tat[key]
+
+
+# GCRA in one round trip. Redis's own clock decides "now", so every process agrees on it; the key
+# expires by itself once it holds no information (TAT in the past).
+_GCRA_LUA = """
+local key = KEYS[1]
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local peek = ARGV[4] == "1"
+local clock = redis.call("TIME")
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local tat = tonumber(redis.call("GET", key))
+if tat == nil or tat < now then tat = now end
+local new_tat = tat + cost * interval
+local allow_at = new_tat - tolerance
+if allow_at - now > 1e-9 then
+  local remaining = math.max(0, math.floor((tolerance - (tat - now)) / interval))
+  return {0, remaining, tostring(allow_at - now), tostring(tat - now)}
+end
+if not peek then
+  redis.call("SET", key, tostring(new_tat), "PX", math.max(1, math.ceil((new_tat - now) * 1000)))
+end
+local remaining = math.max(0, math.floor((tolerance - (new_tat - now)) / interval))
+return {1, remaining, "0", tostring(new_tat - now)}
+"""
+
+
+class RedisStore:
+    """Limiter state in Redis, shared by every process: one EVALSHA per check.
+
+    If Redis cannot be reached, the check falls back to a per-process store and says so in the log:
+    limits then hold per process instead of for the fleet, which still stops a brute-force attempt.
+    """
+
+    def __init__(self, redis: Redis, *, prefix: str = "tenantry:rl:") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.script = redis.register_script(_GCRA_LUA)
+        self.fallback = MemoryStore()
+
+    async def hit(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
+        args = [rate.emission_interval, rate.tolerance, cost, "1" if peek else "0"]
+        try:
+            allowed, remaining, retry_after, reset_after = await self.script(keys=[self.prefix + key], args=args)
+        except RedisError as exc:
+            log.warning("ratelimit.redis_unavailable", error=repr(exc))
+            return await self.fallback.hit(key, rate, cost=cost, peek=peek)
+        return Decision(bool(allowed), int(remaining), float(retry_after), float(reset_after))

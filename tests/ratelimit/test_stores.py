@@ -1,0 +1,89 @@
+"""Limiter stores: in-process and Redis (real server) judge alike, and Redis is shared by processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from tenantry.core.errors import TooManyRequests
+from tenantry.ratelimit.gcra import Rate
+from tenantry.ratelimit.store import LimiterStore, MemoryStore, RedisStore
+from tenantry.ratelimit.throttle import FailureThrottle
+from tests.conftest import REDIS_URL
+
+RATE = Rate(limit=5, period=10, burst=3)  # 3 at once, then one per 2 s
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    await client.ping()  # a missing server fails the test, it is not skipped
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, redis: Redis) -> LimiterStore:
+    return MemoryStore() if request.param == "memory" else RedisStore(redis)
+
+
+async def test_a_burst_is_allowed_then_refused_with_the_time_to_wait(store: LimiterStore) -> None:
+    key = uuid.uuid4().hex
+    decisions = [await store.hit(key, RATE) for _ in range(4)]
+
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions[:3]] == [2, 1, 0]
+    assert 1.9 < decisions[3].retry_after <= 2.0
+
+
+async def test_peeking_consumes_nothing(store: LimiterStore) -> None:
+    key = uuid.uuid4().hex
+    for _ in range(10):
+        assert (await store.hit(key, RATE, peek=True)).allowed
+
+    assert [(await store.hit(key, RATE)).allowed for _ in range(4)] == [True, True, True, False]
+
+
+async def test_a_request_may_cost_more_than_one(store: LimiterStore) -> None:
+    key = uuid.uuid4().hex
+
+    assert (await store.hit(key, RATE, cost=3)).allowed
+    assert not (await store.hit(key, RATE, cost=1)).allowed
+
+
+async def test_processes_on_one_redis_share_one_budget(redis: Redis) -> None:
+    other_process = Redis.from_url(REDIS_URL)
+    try:
+        here, there = RedisStore(redis), RedisStore(other_process)
+        key = uuid.uuid4().hex
+        outcomes = [(await (here if n % 2 else there).hit(key, RATE)).allowed for n in range(6)]
+    finally:
+        await other_process.aclose()
+
+    assert outcomes.count(True) == 3
+
+
+async def test_redis_keys_expire_by_themselves(redis: Redis) -> None:
+    store = RedisStore(redis)
+    key = uuid.uuid4().hex
+    await store.hit(key, RATE)
+
+    ttl_ms = await redis.pttl(store.prefix + key)
+
+    assert 0 < ttl_ms <= 2000
+
+
+async def test_an_unreachable_redis_falls_back_to_a_per_process_limit() -> None:
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    throttle = FailureThrottle(RedisStore(unreachable))
+    try:
+        for _ in range(3):
+            await throttle.check([("login:x", RATE)])
+            await throttle.fail([("login:x", RATE)])
+        with pytest.raises(TooManyRequests):
+            await throttle.check([("login:x", RATE)])
+    finally:
+        await unreachable.aclose()
