@@ -56,17 +56,14 @@ def serve(
     """Serve the HTTP API (and, unless TENANTRY_EMBEDDED_WORKER=false, the background work)."""
     import uvicorn
 
-    from tenantry.identity.signing import KeyRing
+    from tenantry.identity.config import key_ring
 
     settings = Settings()
     if settings.should_auto_migrate:
         _migrate(settings)
     else:
         _check_migrated(settings)
-    # Make the first signing key before the workers start, so they all agree on it.
-    from datetime import timedelta
-
-    KeyRing(settings.data_dir / "keys", token_ttl=timedelta(seconds=settings.access_token_ttl_seconds)).load_or_create()
+    key_ring(settings).load_or_create()  # before the workers start, so they all agree on the first key
     console.print(f"Tenantry serving on [bold]http://{host}:{port}[/bold] ({workers} process(es))")
     uvicorn.run(
         "tenantry.app:create_app",
@@ -112,12 +109,9 @@ def worker(once: bool = typer.Option(False, help="Do what is pending, then exit.
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add a new signing key; older keys keep verifying until their tokens expire."""
-    from datetime import timedelta
+    from tenantry.identity.config import key_ring
 
-    from tenantry.identity.signing import KeyRing
-
-    settings = Settings()
-    ring = KeyRing(settings.data_dir / "keys", token_ttl=timedelta(seconds=settings.access_token_ttl_seconds))
+    ring = key_ring(Settings())
     ring.load_or_create()
     kid = ring.rotate()
     console.print(f"New signing key [bold]{kid}[/bold]; {len(ring.public_keys())} key(s) published.")
@@ -126,12 +120,9 @@ def keys_rotate() -> None:
 @keys_app.command("list")
 def keys_list() -> None:
     """Show the published signing keys."""
-    from datetime import timedelta
+    from tenantry.identity.config import key_ring
 
-    from tenantry.identity.signing import KeyRing
-
-    settings = Settings()
-    ring = KeyRing(settings.data_dir / "keys", token_ttl=timedelta(seconds=settings.access_token_ttl_seconds))
+    ring = key_ring(Settings())
     ring.load_or_create()
     table = Table("key id", "algorithm", "curve")
     for key in ring.public_keys():

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import socket
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -21,10 +20,9 @@ from tenantry.events.dispatcher import Dispatcher
 from tenantry.events.jobs import JobRunner
 from tenantry.http.client_ip import parse_networks
 from tenantry.identity.auth import Authenticator
-from tenantry.identity.config import IdentityConfig
+from tenantry.identity.config import IdentityConfig, key_ring
 from tenantry.identity.passwords import PasswordService
 from tenantry.identity.service import MAIL_JOB, IdentityService
-from tenantry.identity.signing import KeyRing
 from tenantry.mail import Message, build_mailer
 from tenantry.perf.cache import FileInvalidation, Invalidation, RedisInvalidation
 from tenantry.ratelimit.store import LimiterStore, MemoryStore, RedisStore
@@ -46,7 +44,7 @@ class Platform:
         )
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
         config = IdentityConfig.from_settings(settings)
-        self.keys = KeyRing(settings.data_dir / "keys", token_ttl=timedelta(seconds=settings.access_token_ttl_seconds))
+        self.keys = key_ring(settings)
         self.passwords = PasswordService(
             memory_kib=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,

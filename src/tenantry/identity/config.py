@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from tenantry.identity.signing import KeyRing
 from tenantry.ratelimit.gcra import Rate
 from tenantry.settings import Settings
 
@@ -43,3 +44,8 @@ class IdentityConfig:
                 settings.mail_requests_per_email, settings.mail_request_window_seconds, settings.mail_requests_per_email
             ),
         )
+
+
+def key_ring(settings: Settings) -> KeyRing:
+    """The signing keys of this deployment, where the settings keep them."""
+    return KeyRing(settings.data_dir / "keys", token_ttl=timedelta(seconds=settings.access_token_ttl_seconds))
