@@ -74,3 +74,16 @@ def test_the_key_file_is_private(tmp_path: Path) -> None:
     ring.load_or_create()
 
     assert (tmp_path / "signing-keys.json").stat().st_mode & 0o077 == 0
+
+
+def test_a_token_signed_right_after_another_process_rotated_is_accepted_at_once(tmp_path: Path) -> None:
+    server = KeyRing(tmp_path, token_ttl=timedelta(minutes=15))
+    server.load_or_create()
+    server.public_keys()  # the server has just looked at the key file
+    cli = KeyRing(tmp_path, token_ttl=timedelta(minutes=15))
+    cli.load_or_create()
+
+    cli.rotate()
+    token = cli.sign(_claims())
+
+    assert server.verify(token, issuer=ISSUER) is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import threading
 from pathlib import Path
 
@@ -48,11 +49,20 @@ def _in_own_thread(target: object) -> None:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Apply every pending migration up to ``revision``."""
+    """Apply every pending migration up to ``revision``.
+
+    On SQLite, ``serve`` migrates by itself, so two servers started together would both try; a lock
+    file beside the database lets one migrate while the other waits and then finds nothing to do.
+    (On PostgreSQL, Alembic's transactional DDL and ``tenantry migrate`` being run once suffice.)
+    """
     path = _sqlite_path(url) if url.startswith("sqlite") else None
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    _in_own_thread(lambda: command.upgrade(alembic_config(url), revision))
+    if path is None:
+        _in_own_thread(lambda: command.upgrade(alembic_config(url), revision))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".migrate-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _in_own_thread(lambda: command.upgrade(alembic_config(url), revision))
 
 
 def head_revision() -> str | None:

@@ -151,7 +151,9 @@ class KeyRing:
         for key in self._keys:
             if key.kid == kid:
                 return key.public_key
-        self._reload_if_changed(every=0.2)  # maybe another process just rotated
+        # Maybe another process just rotated and signs with the new key: look now (one stat), not
+        # after a pause, or a valid token would be refused in the moments after a rotation.
+        self._reload_if_changed(every=0)
         return next((k.public_key for k in self._keys if k.kid == kid), None)
 
     def sign(self, claims: dict[str, Any]) -> str:
