@@ -107,6 +107,15 @@ def fresh_redis_database() -> None:
     asyncio.run(flush())
 
 
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    """A client of the test's Redis database."""
+    client = Redis.from_url(REDIS_URL)
+    await client.ping()  # a missing server fails the test, it is not skipped
+    yield client
+    await client.aclose()
+
+
 @pytest.fixture(scope="session")
 def mail_sink() -> Iterator[MailSink]:
     sink = MailSink(port=free_port())

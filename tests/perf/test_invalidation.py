@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from tenantry.perf.cache import FileInvalidation, LRUCache, RedisInvalidation
@@ -60,14 +58,6 @@ async def test_two_publications_in_one_clock_tick_are_both_seen(tmp_path: Path) 
         await publisher.publish("s", key)
         reader.check()
         assert cache.get(key) is None
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    await client.ping()  # a missing server fails the test, it is not skipped
-    yield client
-    await client.aclose()
 
 
 async def test_redis_publication_reaches_the_other_process(redis: Redis) -> None:

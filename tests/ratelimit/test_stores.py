@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -15,14 +14,6 @@ from tenantry.ratelimit.throttle import FailureThrottle
 from tests.conftest import REDIS_URL
 
 RATE = Rate(limit=5, period=10, burst=3)  # 3 at once, then one per 2 s
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    await client.ping()  # a missing server fails the test, it is not skipped
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])
