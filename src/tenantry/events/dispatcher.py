@@ -42,6 +42,7 @@ class _Consumer:
     lease_renew_at: float = 0.0  # monotonic time after which the lease must be renewed
 
     def position(self) -> int:
+        """What may be stored as read: never past an open gap."""
         assert self.high is not None
         return min(self.high, min(self.gaps) - 1) if self.gaps else self.high
 
@@ -76,6 +77,7 @@ class Dispatcher:
         self._consumers[name] = _Consumer(name, handler)
 
     def wake(self) -> None:
+        """Look at the outbox now rather than at the next poll (called after commits that wrote events)."""
         self._wake.set()
 
     def request_stop(self) -> None:

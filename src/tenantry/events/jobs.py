@@ -80,9 +80,11 @@ class JobRunner:
         self._stopping = False
 
     def register(self, kind: str, handler: JobHandler, *, erase_payload: bool = False) -> None:
+        """Run ``handler`` for jobs of ``kind``; with ``erase_payload`` the payload is dropped once done."""
         self._kinds[kind] = JobKind(handler, erase_payload)
 
     def wake(self) -> None:
+        """Look for due jobs now rather than at the next poll (called after commits that enqueued jobs)."""
         self._wake.set()
 
     def request_stop(self) -> None:

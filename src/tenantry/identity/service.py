@@ -186,6 +186,7 @@ class IdentityService:
         )
 
     async def list_sessions(self, *, principal: Principal) -> list[SessionView]:
+        """The caller's open sessions, most recently used first, the current one marked."""
         async with self.db.read() as tx:
             found = await sessions.open_sessions(tx, principal.user.id)
         return [sessions.view(s, current_id=principal.session_id) for s in found]

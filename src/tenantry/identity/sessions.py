@@ -186,6 +186,7 @@ async def get_open(tx: AsyncSession, *, user_id: uuid.UUID, session_id: uuid.UUI
 
 
 def view(session: Session, *, current_id: uuid.UUID | None) -> SessionView:
+    """What the session list shows of a session."""
     return SessionView(
         id=session.id,
         created_at=session.created_at,
