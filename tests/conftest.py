@@ -41,20 +41,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _create_pg_database(name: str) -> None:
+async def _pg_admin(statement: str) -> None:
     connection = await asyncpg.connect(PG_ADMIN_URL)
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def _create_pg_database(name: str) -> None:
+    await _pg_admin(f'CREATE DATABASE "{name}"')
 
 
 async def _drop_pg_database(name: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,8 @@ class Platform:
             keys=self.keys,
             issuer=config.issuer,
             invalidation=self.invalidation,
-            cache_size=settings.token_cache_size,
+            token_cache_size=settings.token_cache_size,
+            session_cache_size=settings.session_cache_size,
         )
         self.identity = IdentityService(
             db=self.db,
@@ -102,9 +103,9 @@ class Platform:
 
     async def drain(self) -> None:
         """Run the dispatcher and the jobs until nothing is left to do (tests, ``worker --once``)."""
-        for _ in range(10):
-            await self.dispatcher.drain()
-            await self.jobs.drain()
+        await self.dispatcher.drain()
+        while await self.dispatcher.run_once() or await self.jobs.run_once():
+            pass
 
     async def stop(self, *, grace: float = 10.0) -> None:
         """Let background work finish what it holds (up to ``grace`` seconds), then release everything."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tenantry.platform import Platform
@@ -151,3 +153,19 @@ async def test_passwords_are_stored_as_argon2id_and_rehashed_when_parameters_cha
     assert PASSWORD not in stored
     assert rehashed.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert platform.passwords.needs_rehash(weaker)
+
+
+async def test_reset_mails_to_one_address_are_capped_without_telling_the_caller(
+    client: httpx.AsyncClient, mail: MailSink, platform: Platform
+) -> None:
+    account = await signup(client)
+    allowed = platform.settings.mail_requests_per_email
+
+    answers = [await client.post("/v1/auth/password/forgot", json={"email": account.email}) for _ in range(allowed + 2)]
+    await mail.await_token(account.email, count=1 + allowed)  # the verification mail, then the resets
+    await platform.drain()
+    await asyncio.sleep(0.3)  # room for any mail beyond the cap to arrive, were one sent
+
+    assert {a.status_code for a in answers} == {202}
+    resets = [m for m in mail.to(account.email) if m["Subject"] == "Reset your password"]
+    assert len(resets) == allowed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -26,18 +27,18 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def _in_own_thread(target: object) -> None:
+def _in_own_thread(target: Callable[[], None]) -> None:
     """Run ``target`` where ``asyncio.run`` is allowed, even if the caller is inside an event loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        target()  # type: ignore[operator]
+        target()
         return
     errors: list[BaseException] = []
 
     def runner() -> None:
         try:
-            target()  # type: ignore[operator]
+            target()
         except BaseException as exc:
             errors.append(exc)
 
@@ -55,14 +56,18 @@ def upgrade(url: str, revision: str = "head") -> None:
     file beside the database lets one migrate while the other waits and then finds nothing to do.
     (On PostgreSQL, Alembic's transactional DDL and ``tenantry migrate`` being run once suffice.)
     """
+
+    def apply() -> None:
+        command.upgrade(alembic_config(url), revision)
+
     path = _sqlite_path(url) if url.startswith("sqlite") else None
     if path is None:
-        _in_own_thread(lambda: command.upgrade(alembic_config(url), revision))
+        _in_own_thread(apply)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".migrate-lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _in_own_thread(lambda: command.upgrade(alembic_config(url), revision))
+        _in_own_thread(apply)
 
 
 def head_revision() -> str | None:

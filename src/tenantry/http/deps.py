@@ -43,7 +43,8 @@ async def principal(request: Request) -> Principal:
 
 
 def user_actor(request: Request, who: Principal) -> Actor:
-    return Actor(type="user", id=str(who.user.id), ip=request_ip(request), user_agent=request.headers.get("user-agent"))
+    """The caller as the signed-in user they are."""
+    return actor(request).as_user(who.user.id)
 
 
 PlatformDep = Annotated["Platform", Depends(platform)]

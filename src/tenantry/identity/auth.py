@@ -54,15 +54,22 @@ class _SessionState:
 
 class Authenticator:
     def __init__(
-        self, *, db: Database, keys: KeyRing, issuer: str, invalidation: Invalidation, cache_size: int = 50_000
+        self,
+        *,
+        db: Database,
+        keys: KeyRing,
+        issuer: str,
+        invalidation: Invalidation,
+        token_cache_size: int = 50_000,
+        session_cache_size: int = 50_000,
     ) -> None:
         self.db = db
         self.keys = keys
         self.issuer = issuer
         self.invalidation = invalidation
-        self.tokens: LRUCache[str, _Claims] = LRUCache("identity.token", cache_size)
-        self.sessions: LRUCache[str, object] = LRUCache(SESSIONS, cache_size)
-        self.users: LRUCache[str, object] = LRUCache(USERS, cache_size)
+        self.tokens: LRUCache[str, _Claims] = LRUCache("identity.token", token_cache_size)
+        self.sessions: LRUCache[str, object] = LRUCache(SESSIONS, session_cache_size)
+        self.users: LRUCache[str, object] = LRUCache(USERS, session_cache_size)
         invalidation.attach(self.sessions)
         invalidation.attach(self.users)
         self._touched: dict[uuid.UUID, datetime] = {}

@@ -108,8 +108,7 @@ class IdentityService:
 
     async def resend_verification(self, *, user_id: uuid.UUID) -> None:
         """Mail a fresh verification link, unless the email is already verified (then nothing happens)."""
-        await self.throttle.check([(f"mail:user:{user_id}", self.config.mails_per_email)])
-        await self.throttle.fail([(f"mail:user:{user_id}", self.config.mails_per_email)])
+        await self.throttle.spend(f"mail:user:{user_id}", self.config.mails_per_email)
         async with self.db.transaction() as tx:
             user = await self._user(tx, user_id)
             if not user.is_email_verified:
@@ -230,12 +229,10 @@ class IdentityService:
     async def forgot_password(self, *, email: str, actor: Actor) -> None:
         """Mail a reset link if the account exists; says nothing either way."""
         key = email.strip().lower()
-        budget = [(f"mail:email:{key}", self.config.mails_per_email)]
         try:
-            await self.throttle.check(budget)
+            await self.throttle.spend(f"mail:email:{key}", self.config.mails_per_email)
         except TooManyRequests:
             return  # silently: answering differently would tell whether the account exists
-        await self.throttle.fail(budget)
         async with self.db.transaction() as tx:
             user = await tx.scalar(select(User).where(User.email_normalized == key))
             if user is not None:

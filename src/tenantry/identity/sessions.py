@@ -99,7 +99,7 @@ async def _issue(
             "jti": uuid.uuid4().hex,
         }
     )
-    return TokenPair(access, refresh, ttl, session_id, user_id)
+    return TokenPair(access, refresh, ttl)
 
 
 async def rotate(

@@ -35,8 +35,6 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
-    session_id: uuid.UUID
-    user_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,15 @@ class FailureThrottle:
                 f"Too many failed attempts. Try again in {math.ceil(worst)} seconds.", retry_after=worst
             )
 
+    async def spend(self, key: str, rate: Rate) -> None:
+        """Take one unit of a budget (say, mails sent) in one atomic step; ``TooManyRequests`` when none is left."""
+        decision = await self.store.hit(key, rate)
+        if not decision.allowed:
+            raise TooManyRequests(
+                f"Too many requests. Try again in {math.ceil(decision.retry_after)} seconds.",
+                retry_after=decision.retry_after,
+            )
+
     async def fail(self, keys: Sequence[tuple[str, Rate]]) -> None:
         """Spend one failure on every key."""
         for key, rate in keys:
