@@ -13,6 +13,7 @@ from tenantry.http import problems
 from tenantry.http.middleware import RequestContext
 from tenantry.identity.api import jwks_router
 from tenantry.identity.api import router as identity_router
+from tenantry.identity.passkey_api import router as passkey_router
 from tenantry.observability.health import router as health_router
 from tenantry.observability.logging import configure as configure_logging
 from tenantry.platform import Platform
@@ -48,5 +49,6 @@ def create_app(settings: Settings | None = None, *, access_log: bool = True) -> 
     app.include_router(health_router)
     app.include_router(jwks_router)
     app.include_router(identity_router)
+    app.include_router(passkey_router)
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, access_log=access_log)
     return app

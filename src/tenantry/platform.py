@@ -21,7 +21,10 @@ from tenantry.events.jobs import JobRunner
 from tenantry.http.client_ip import parse_networks
 from tenantry.identity.auth import Authenticator
 from tenantry.identity.config import IdentityConfig, key_ring
+from tenantry.identity.mfa import MfaService
+from tenantry.identity.passkeys import PasskeyService
 from tenantry.identity.passwords import PasswordService
+from tenantry.identity.sealing import Sealer
 from tenantry.identity.service import MAIL_JOB, IdentityService
 from tenantry.mail import Message, build_mailer
 from tenantry.perf.cache import FileInvalidation, Invalidation, RedisInvalidation
@@ -60,13 +63,20 @@ class Platform:
             token_cache_size=settings.token_cache_size,
             session_cache_size=settings.session_cache_size,
         )
+        throttle = FailureThrottle(self.limiter_store)
+        self.sealer = Sealer.for_deployment(configured=settings.encryption_key, data_dir=settings.data_dir)
+        self.mfa = MfaService(
+            db=self.db, config=config, sealer=self.sealer, throttle=throttle, auth=self.auth, keys=self.keys
+        )
+        self.passkeys = PasskeyService(db=self.db, config=config, mfa=self.mfa, auth=self.auth)
         self.identity = IdentityService(
             db=self.db,
             config=config,
             passwords=self.passwords,
             keys=self.keys,
-            throttle=FailureThrottle(self.limiter_store),
+            throttle=throttle,
             auth=self.auth,
+            mfa=self.mfa,
         )
         self.mailer = build_mailer(smtp_url=settings.smtp_url, data_dir=settings.data_dir, sender=settings.mail_from)
         self.dispatcher = Dispatcher(self.db, node_id=self.node_id)

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     smtp_url: str | None = None
     data_dir: Path = Path("./var")
-    base_url: str = "http://127.0.0.1:8000"
+    # Where people reach this deployment: links in mails, the token issuer, and the WebAuthn relying party
+    # (its host is the passkeys' rp id, which browsers refuse to be an IP address: hence localhost).
+    base_url: str = "http://localhost:8000"
     mail_from: str = "Tenantry <no-reply@tenantry.localhost>"
     log_level: str = "info"
     log_json: bool = False
@@ -57,6 +59,14 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = 15 * 60
     mail_requests_per_email: int = 5
     mail_request_window_seconds: int = 3600
+
+    # Second factors. The key seals TOTP secrets at rest (32 bytes, base64url); unset, one is created
+    # under the data dir. Several processes on several machines must share it, like the signing keys.
+    encryption_key: str | None = None
+    mfa_token_ttl_seconds: int = 5 * 60
+    mfa_failures_per_token: int = 5
+    passkey_challenge_ttl_seconds: int = 5 * 60
+    relying_party_name: str = "Tenantry"
 
     # Caches on the request path
     token_cache_size: int = 50_000

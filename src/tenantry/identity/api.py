@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from tenantry.http.deps import ActorDep, PlatformDep, PrincipalDep, user_actor
 from tenantry.identity import schemas
-from tenantry.identity.views import SessionView, TokenPair, UserView
+from tenantry.identity.views import MfaRequired, SessionView, SignIn, TokenPair, UserView
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
@@ -20,6 +20,7 @@ def _user(view: UserView) -> schemas.User:
         email=view.email,
         name=view.name,
         email_verified=view.email_verified,
+        mfa_enabled=view.mfa_enabled,
         created_at=view.created_at,
         updated_at=view.updated_at,
     )
@@ -32,6 +33,7 @@ def _user_json(view: UserView) -> bytes:
             "email": view.email,
             "name": view.name,
             "email_verified": view.email_verified,
+            "mfa_enabled": view.mfa_enabled,
             "created_at": view.created_at,
             "updated_at": view.updated_at,
         },
@@ -43,6 +45,16 @@ def _pair(pair: TokenPair) -> schemas.TokenPair:
     return schemas.TokenPair(
         access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
     )
+
+
+def sign_in_answer(outcome: SignIn) -> schemas.TokenPair | schemas.MfaRequired:
+    """A sign-in step as the API answers it: the token pair, or what the second step needs."""
+    if isinstance(outcome, MfaRequired):
+        return schemas.MfaRequired(
+            mfa_token=outcome.mfa_token, methods=list(outcome.methods), expires_in=outcome.expires_in
+        )
+    assert isinstance(outcome, TokenPair), "the API opens API sessions only"
+    return _pair(outcome)
 
 
 def _session(view: SessionView) -> schemas.Session:
@@ -81,8 +93,17 @@ async def resend_verification(platform: PlatformDep, who: PrincipalDep) -> Respo
 
 
 @router.post("/auth/login", summary="Sign in with email and password")
-async def login(body: schemas.LoginIn, platform: PlatformDep, actor: ActorDep) -> schemas.TokenPair:
-    return _pair(await platform.identity.login(email=body.email, password=body.password, actor=actor))
+async def login(
+    body: schemas.LoginIn, platform: PlatformDep, actor: ActorDep
+) -> schemas.TokenPair | schemas.MfaRequired:
+    return sign_in_answer(await platform.identity.login(email=body.email, password=body.password, actor=actor))
+
+
+@router.post("/auth/mfa", summary="Finish a sign-in with a TOTP or recovery code")
+async def complete_mfa(body: schemas.MfaIn, platform: PlatformDep, actor: ActorDep) -> schemas.TokenPair:
+    outcome = await platform.mfa.complete(mfa_token=body.mfa_token, code=body.code, actor=actor)
+    assert isinstance(outcome, TokenPair), "an mfa_token from the API opens an API session"
+    return _pair(outcome)
 
 
 @router.post("/auth/refresh", summary="Trade a refresh token for a new token pair")
@@ -140,6 +161,44 @@ async def list_sessions(platform: PlatformDep, who: PrincipalDep) -> schemas.Ses
 async def revoke_session(session_id: uuid.UUID, request: Request, platform: PlatformDep, who: PrincipalDep) -> Response:
     await platform.identity.revoke_session(user_id=who.user.id, session_id=session_id, actor=user_actor(request, who))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me/mfa", summary="Which second factors the signed-in user has")
+async def mfa_status(platform: PlatformDep, who: PrincipalDep) -> schemas.MfaStatus:
+    status_ = await platform.mfa.status(user_id=who.user.id)
+    return schemas.MfaStatus(
+        totp_enabled=status_.totp_enabled, recovery_codes_left=status_.recovery_codes_left, passkeys=status_.passkeys
+    )
+
+
+@router.post("/me/mfa/totp/setup", summary="Start setting up an authenticator app (TOTP)")
+async def setup_totp(platform: PlatformDep, who: PrincipalDep) -> schemas.TotpSetup:
+    setup = await platform.mfa.setup_totp(user_id=who.user.id)
+    return schemas.TotpSetup(secret=setup.secret, otpauth_uri=setup.otpauth_uri)
+
+
+@router.post("/me/mfa/totp/enable", summary="Confirm the authenticator app with a code; returns recovery codes")
+async def enable_totp(
+    body: schemas.CodeIn, request: Request, platform: PlatformDep, who: PrincipalDep
+) -> schemas.RecoveryCodes:
+    codes = await platform.mfa.enable_totp(user_id=who.user.id, code=body.code, actor=user_actor(request, who))
+    return schemas.RecoveryCodes(recovery_codes=codes)
+
+
+@router.delete("/me/mfa/totp", status_code=status.HTTP_204_NO_CONTENT, summary="Turn the authenticator app off")
+async def disable_totp(body: schemas.CodeIn, request: Request, platform: PlatformDep, who: PrincipalDep) -> Response:
+    await platform.mfa.disable_totp(user_id=who.user.id, code=body.code, actor=user_actor(request, who))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/me/mfa/recovery-codes", summary="Replace the recovery codes (the old ones stop working)")
+async def regenerate_recovery_codes(
+    body: schemas.CodeIn, request: Request, platform: PlatformDep, who: PrincipalDep
+) -> schemas.RecoveryCodes:
+    codes = await platform.mfa.regenerate_recovery_codes(
+        user_id=who.user.id, code=body.code, actor=user_actor(request, who)
+    )
+    return schemas.RecoveryCodes(recovery_codes=codes)
 
 
 jwks_router = APIRouter(tags=["identity"])

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 
 from tenantry.core.clock import utcnow
 from tenantry.core.errors import Unauthorized
+from tenantry.core.ids import digest
 from tenantry.db.engine import Database
 from tenantry.identity.models import Session, User
 from tenantry.identity.signing import KeyRing
@@ -98,6 +99,27 @@ class Authenticator:
             state.touched_at = now
             self._touched[claims.session_id] = utcnow()
         return Principal(user=user, session_id=claims.session_id)
+
+    async def authenticate_cookie(self, cookie: str) -> Principal:
+        """The principal behind a console session cookie. Raises ``Unauthorized``.
+
+        Read from the database on every call: console pages are few next to API calls, and a
+        revoked console session must stop at once in every process without any cache to drop.
+        """
+        query = select(Session.id, Session.user_id, Session.revoked_at, Session.expires_at).where(
+            Session.cookie_hash == digest(cookie)
+        )
+        async with self.db.reader.connect() as connection:
+            row = (await connection.execute(query)).first()
+        if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+            raise Unauthorized("This session has ended. Sign in again.")
+        trusted = self.invalidation.check()
+        user_key = str(row.user_id)
+        user = self.users.get(user_key) if trusted else None
+        if not isinstance(user, UserView):
+            user = await self._load_user(user_key, cache=trusted)
+        self._touched[row.id] = utcnow()
+        return Principal(user=user, session_id=row.id)
 
     def _verify(self, token: str) -> _Claims:
         raw = self.keys.verify(token, issuer=self.issuer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from tenantry.identity.signing import KeyRing
 from tenantry.ratelimit.gcra import Rate
@@ -24,6 +25,13 @@ class IdentityConfig:
     failures_per_email: Rate
     failures_per_ip: Rate
     mails_per_email: Rate
+    mfa_token_ttl: timedelta
+    mfa_failures_per_token: int
+    passkey_challenge_ttl: timedelta
+    # WebAuthn relying party: its id is the host of the base URL, and the only origin accepted is the base URL's.
+    rp_id: str
+    rp_name: str
+    origin: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IdentityConfig:
@@ -43,7 +51,18 @@ class IdentityConfig:
             mails_per_email=Rate(
                 settings.mail_requests_per_email, settings.mail_request_window_seconds, settings.mail_requests_per_email
             ),
+            mfa_token_ttl=timedelta(seconds=settings.mfa_token_ttl_seconds),
+            mfa_failures_per_token=settings.mfa_failures_per_token,
+            passkey_challenge_ttl=timedelta(seconds=settings.passkey_challenge_ttl_seconds),
+            rp_id=urlsplit(settings.base_url).hostname or "localhost",
+            rp_name=settings.relying_party_name,
+            origin=_origin(settings.base_url),
         )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def key_ring(settings: Settings) -> KeyRing:

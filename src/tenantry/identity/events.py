@@ -14,6 +14,10 @@ USER_UPDATED = register("user.updated", "A user's profile changed.")
 USER_EMAIL_VERIFIED = register("user.email_verified", "A user proved they own their email address.")
 USER_PASSWORD_CHANGED = register("user.password_changed", "A user's password was changed or reset.")
 SESSION_CREATED = register("session.created", "A user signed in on a device.")
+USER_MFA_ENABLED = register("user.mfa_enabled", "A user turned on two-factor authentication (an authenticator app).")
+USER_MFA_DISABLED = register("user.mfa_disabled", "A user turned off two-factor authentication.")
+USER_PASSKEY_ADDED = register("user.passkey_added", "A user registered a passkey.")
+USER_PASSKEY_REMOVED = register("user.passkey_removed", "A user removed a passkey.")
 SESSION_REVOKED = register("session.revoked", "A session ended: sign-out, revocation, password change or token reuse.")
 
 
@@ -23,6 +27,7 @@ def user_data(user: User) -> dict[str, Any]:
         "email": user.email,
         "name": user.name,
         "email_verified": user.is_email_verified,
+        "mfa_enabled": user.has_mfa,
         "created_at": user.created_at.isoformat(),
     }
 

@@ -58,6 +58,7 @@ class User(BaseModel):
     email: str
     name: str
     email_verified: bool
+    mfa_enabled: bool = False
     created_at: datetime
     updated_at: datetime
 
@@ -80,3 +81,40 @@ class Session(BaseModel):
 
 class SessionPage(BaseModel):
     items: list[Session]
+
+
+class MfaRequired(BaseModel):
+    """Sign-in half done: send ``mfa_token`` with a code to ``POST /v1/auth/mfa``."""
+
+    mfa_required: Literal[True] = True
+    mfa_token: str
+    methods: list[str] = Field(description="Second factors this account can answer with.")
+    expires_in: int = Field(description="Seconds until the mfa_token expires.")
+
+
+# A TOTP is 6 digits and a recovery code 14 characters; room for spaces a person may type.
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class CodeIn(_In):
+    code: Code
+
+
+class MfaIn(_In):
+    mfa_token: str = Field(min_length=1, max_length=512)
+    code: Code
+
+
+class TotpSetup(BaseModel):
+    secret: str = Field(description="Base32 secret, for typing into an authenticator app.")
+    otpauth_uri: str = Field(description="The same secret as an otpauth:// URI, for a QR code.")
+
+
+class RecoveryCodes(BaseModel):
+    recovery_codes: list[str] = Field(description="Single-use codes, shown only now.")
+
+
+class MfaStatus(BaseModel):
+    totp_enabled: bool
+    recovery_codes_left: int
+    passkeys: int

@@ -36,10 +36,11 @@ from tenantry.identity.events import (
     USER_UPDATED,
     user_data,
 )
+from tenantry.identity.mfa import MfaService
 from tenantry.identity.models import EmailToken, Session, User
 from tenantry.identity.passwords import PasswordService, check_strength
 from tenantry.identity.signing import KeyRing
-from tenantry.identity.views import Principal, SessionView, TokenPair, UserView
+from tenantry.identity.views import Channel, Principal, SessionView, SignIn, TokenPair, UserView
 from tenantry.mail import Message
 from tenantry.ratelimit.gcra import Rate
 from tenantry.ratelimit.throttle import FailureThrottle
@@ -72,8 +73,10 @@ class IdentityService:
         keys: KeyRing,
         throttle: FailureThrottle,
         auth: Authenticator,
+        mfa: MfaService,
     ) -> None:
         self.db = db
+        self.mfa = mfa
         self.config = config
         self.passwords = passwords
         self.keys = keys
@@ -146,14 +149,15 @@ class IdentityService:
             keys.append((f"login:ip:{ip}", self.config.failures_per_ip))
         return keys
 
-    async def login(self, *, email: str, password: str, actor: Actor) -> TokenPair:
-        """Check the password and open a session. Raises ``InvalidCredentials`` (the same, and after the
-        same work, for an unknown email) and ``TooManyRequests`` once failures pile up."""
+    async def login(self, *, email: str, password: str, actor: Actor, channel: Channel = "api") -> SignIn:
+        """Check the password and open a session on ``channel`` or, for a user with a second factor, hand
+        out an ``mfa_token`` instead. Raises ``InvalidCredentials`` (the same, and after the same work,
+        for an unknown email) and ``TooManyRequests`` once failures pile up."""
         key = email.strip().lower()
         throttle_keys = self._login_keys(key, actor.ip)
         await self.throttle.check(throttle_keys)
         async with self.db.reader.connect() as connection:
-            query = select(User.id, User.password_hash).where(User.email_normalized == key)
+            query = select(User.id, User.password_hash, User.mfa_enabled_at).where(User.email_normalized == key)
             user = (await connection.execute(query)).first()
         if user is None:
             await self.passwords.burn(password)
@@ -164,7 +168,9 @@ class IdentityService:
         async with self.db.core_transaction() as tx:
             if new_hash is not None:
                 await tx.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
-            return await sessions.start(tx, user_id=user.id, actor=actor, config=self.config, keys=self.keys)
+            return await self.mfa.sign_in(
+                tx, user_id=user.id, has_mfa=user.mfa_enabled_at is not None, channel=channel, actor=actor
+            )
 
     async def refresh(self, *, refresh_token: str, actor: Actor) -> TokenPair:
         """Trade a refresh token for a new pair. Raises ``InvalidRefreshToken``, or ``RefreshTokenReused``

@@ -27,16 +27,25 @@ from tenantry.identity.errors import InvalidRefreshToken
 from tenantry.identity.events import SESSION_CREATED, SESSION_REVOKED, session_data, session_row_data
 from tenantry.identity.models import RefreshToken, Session
 from tenantry.identity.signing import KeyRing
-from tenantry.identity.views import SessionView, TokenPair
+from tenantry.identity.views import Channel, ConsoleSession, SessionView, TokenPair
 
 REFRESH_PREFIX = "rt_"
+COOKIE_PREFIX = "cs_"
 
 
-async def start(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing) -> TokenPair:
-    """Open a session for ``user_id`` and return its first token pair.
+async def open_on(
+    tx: Writer, channel: Channel, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing
+) -> TokenPair | ConsoleSession:
+    """Open a session on ``channel``: a token pair for the API, a cookie for the console."""
+    if channel == "console":
+        return await start_console(tx, user_id=user_id, actor=actor, config=config)
+    return await start(tx, user_id=user_id, actor=actor, config=config, keys=keys)
 
-    Plain INSERTs rather than ORM flushes: this runs on every sign-in, under the write lock.
-    """
+
+async def _insert(
+    tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, cookie_hash: str | None = None
+) -> tuple[uuid.UUID, datetime, datetime]:
+    """Plain INSERTs rather than ORM flushes: this runs on every sign-in, under the write lock."""
     now = utcnow()
     session_id, expires_at = new_id(), now + config.session_max_age
     user_agent = (actor.user_agent or "")[:512] or None
@@ -50,10 +59,26 @@ async def start(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: Identit
             "expires_at": expires_at,
             "ip": actor.ip,
             "user_agent": user_agent,
+            "cookie_hash": cookie_hash,
         },
     )
     data = session_data(id=session_id, user_id=user_id, ip=actor.ip, user_agent=user_agent, created_at=now)
     await emit(tx, SESSION_CREATED, data={"session": data}, actor=actor.as_user(user_id))
+    return session_id, expires_at, now
+
+
+async def start_console(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig) -> ConsoleSession:
+    """Open a console session for ``user_id``: one cookie value, kept only as its hash."""
+    cookie = new_secret(COOKIE_PREFIX)
+    session_id, expires_at, _ = await _insert(
+        tx, user_id=user_id, actor=actor, config=config, cookie_hash=digest(cookie)
+    )
+    return ConsoleSession(session_id=session_id, cookie=cookie, expires_at=expires_at)
+
+
+async def start(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing) -> TokenPair:
+    """Open an API session for ``user_id`` and return its first token pair."""
+    session_id, expires_at, now = await _insert(tx, user_id=user_id, actor=actor, config=config)
     return await _issue(
         tx,
         session_id=session_id,
