@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
 import httpx
+import pyotp
 
 PASSWORD = "a long and unusual passphrase"
 
@@ -46,3 +48,25 @@ async def login(client: httpx.AsyncClient, account: Account, **headers: str) -> 
 
 async def signed_in(client: httpx.AsyncClient, **kwargs: str) -> Account:
     return await login(client, await signup(client, **kwargs))
+
+
+@dataclass
+class Totp:
+    secret: str
+    recovery_codes: list[str]
+
+    def code(self, steps_ahead: int = 0) -> str:
+        """The app's code, ``steps_ahead`` 30-second steps from now (the server allows ±1 for drift)."""
+        return str(pyotp.TOTP(self.secret).at(time.time() + 30 * steps_ahead))
+
+
+async def enable_totp(client: httpx.AsyncClient, account: Account) -> Totp:
+    """Set up and confirm an authenticator app for a signed-in account (spends the current step)."""
+    setup = await client.post("/v1/me/mfa/totp/setup", headers=account.headers)
+    assert setup.status_code == 200, setup.text
+    secret = setup.json()["secret"]
+    enabled = await client.post(
+        "/v1/me/mfa/totp/enable", json={"code": pyotp.TOTP(secret).now()}, headers=account.headers
+    )
+    assert enabled.status_code == 200, enabled.text
+    return Totp(secret=secret, recovery_codes=enabled.json()["recovery_codes"])

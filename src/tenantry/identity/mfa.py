@@ -15,7 +15,7 @@ import hmac
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import pyotp
@@ -96,6 +96,7 @@ class MfaService:
         self.throttle = throttle
         self.auth = auth
         self.keys = keys
+        self.clock: Callable[[], float] = time.time  # the TOTP clock; tests move it
 
     # -- managing one's factors -----------------------------------------------------------------------
     async def status(self, *, user_id: uuid.UUID) -> MfaStatus:
@@ -175,7 +176,7 @@ class MfaService:
                 "user_id": user_id,
                 "token_hash": digest(token),
                 "channel": channel,
-                "failures": 0,
+                "attempts": 0,
                 "created_at": now,
                 "expires_at": now + self.config.mfa_token_ttl,
                 "used_at": None,
@@ -184,33 +185,31 @@ class MfaService:
         methods = (TOTP, RECOVERY_CODE)
         return MfaRequired(token, methods, int(self.config.mfa_token_ttl.total_seconds()))
 
-    async def complete(self, *, mfa_token: str, code: str, actor: Actor) -> TokenPair | ConsoleSession:
-        """Finish a sign-in with a TOTP or recovery code. Raises ``InvalidMfaToken`` (unknown, expired or
-        spent), ``MfaCodeRejected``, ``MfaCodeReused``, ``TooManyRequests``."""
-        token_hash = digest(mfa_token)
-        async with self.db.read() as tx:
-            challenge = await tx.scalar(select(MfaChallenge).where(MfaChallenge.token_hash == token_hash))
-        if challenge is None or challenge.used_at is not None or challenge.expires_at <= utcnow():
-            raise InvalidMfaToken()
-        keys = self._throttle_keys(challenge.user_id)
+    async def complete(
+        self, *, mfa_token: str, code: str, actor: Actor, channel: Channel = "api"
+    ) -> TokenPair | ConsoleSession:
+        """Finish a sign-in begun on ``channel`` with a TOTP or recovery code. Raises ``InvalidMfaToken``
+        (unknown, expired, spent, or begun on the other channel), ``MfaCodeRejected``, ``MfaCodeReused``,
+        ``TooManyRequests``."""
+        user_id, attempts = await self._claim_attempt(digest(mfa_token), channel)
+        keys = self._throttle_keys(user_id)
         await self.throttle.check(keys)
         try:
             async with self.db.transaction() as tx:
-                await self._spend_code(tx, challenge.user_id, code)
+                await self._spend_code(tx, user_id, code)
                 spent = await tx.execute(
                     update(MfaChallenge)
-                    .where(MfaChallenge.id == challenge.id, MfaChallenge.used_at.is_(None))
+                    .where(MfaChallenge.token_hash == digest(mfa_token), MfaChallenge.used_at.is_(None))
                     .values(used_at=utcnow())
                 )
                 if spent.rowcount != 1:  # type: ignore[attr-defined]  # a concurrent attempt won
                     raise InvalidMfaToken()
-                channel: Channel = "console" if challenge.channel == "console" else "api"
                 return await sessions.open_on(
-                    tx, channel, user_id=challenge.user_id, actor=actor.as_user(challenge.user_id),
-                    config=self.config, keys=self.keys,
-                )  # fmt: skip
+                    tx, channel, user_id=user_id, actor=actor.as_user(user_id), config=self.config, keys=self.keys
+                )
         except (InvalidCode, CodeReused) as exc:
-            await self._count_failure(challenge.id)
+            if attempts >= self.config.mfa_failures_per_token:
+                await self._spend_challenge(digest(mfa_token))
             await self.throttle.fail(keys)
             raise (MfaCodeReused() if isinstance(exc, CodeReused) else MfaCodeRejected()) from exc
 
@@ -223,7 +222,7 @@ class MfaService:
         if len(code) != 6 or not code.isdigit():
             return None
         secret = self.sealer.open(factor.secret_sealed, owner=factor.user_id.bytes).decode()
-        return _matching_step(secret, code, time.time())
+        return _matching_step(secret, code, self.clock())
 
     async def _spend_code(self, tx: AsyncSession, user_id: uuid.UUID, code: str) -> str:
         """Accept a TOTP or recovery code of an enabled factor, once. Returns which method it was.
@@ -277,16 +276,35 @@ class MfaService:
             await self.throttle.fail(keys)
             raise
 
-    async def _count_failure(self, challenge_id: uuid.UUID) -> None:
-        """One more wrong code on this sign-in; the last allowed one spends the token."""
+    async def _claim_attempt(self, token_hash: str, channel: Channel) -> tuple[uuid.UUID, int]:
+        """Count one more attempt on a live sign-in challenge, before the code is even looked at, so that
+        concurrent guesses cannot exceed the limit. Returns the user and the attempts made so far.
+        Raises ``InvalidMfaToken``."""
         limit = self.config.mfa_failures_per_token
         async with self.db.core_transaction() as tx:
-            await tx.execute(
-                update(MfaChallenge).where(MfaChallenge.id == challenge_id).values(failures=MfaChallenge.failures + 1)
+            claimed = await tx.execute(
+                update(MfaChallenge)
+                .where(
+                    MfaChallenge.token_hash == token_hash,
+                    MfaChallenge.channel == channel,
+                    MfaChallenge.used_at.is_(None),
+                    MfaChallenge.expires_at > utcnow(),
+                    MfaChallenge.attempts < limit,
+                )
+                .values(attempts=MfaChallenge.attempts + 1)
+                .returning(MfaChallenge.user_id, MfaChallenge.attempts)
             )
+            row = claimed.first()
+        if row is None:
+            raise InvalidMfaToken()
+        return row.user_id, row.attempts
+
+    async def _spend_challenge(self, token_hash: str) -> None:
+        """The last allowed wrong code: the challenge is spent, and the sign-in must start over."""
+        async with self.db.core_transaction() as tx:
             await tx.execute(
                 update(MfaChallenge)
-                .where(MfaChallenge.id == challenge_id, MfaChallenge.failures >= limit, MfaChallenge.used_at.is_(None))
+                .where(MfaChallenge.token_hash == token_hash, MfaChallenge.used_at.is_(None))
                 .values(used_at=utcnow())
             )
 

@@ -36,13 +36,14 @@ def _b64encode(raw: bytes) -> str:
 
 
 def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # validate=True: the lenient default silently drops characters outside the alphabet.
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
 def parse_key(text: str) -> bytes:
     """A key as written in settings. Raises ``ValueError`` unless it is 32 bytes of base64url."""
     try:
-        key = _b64decode(text.strip())
+        key = _b64decode(text.strip().rstrip("="))
     except (binascii.Error, ValueError) as exc:
         raise ValueError("TENANTRY_ENCRYPTION_KEY is not base64url") from exc
     if len(key) != 32:

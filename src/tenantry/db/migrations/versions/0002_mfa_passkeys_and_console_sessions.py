@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("channel", sa.String(length=16), nullable=False),
-        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("created_at", tenantry.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", tenantry.db.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("used_at", tenantry.db.base.UTCDateTime(timezone=True), nullable=True),
