@@ -397,3 +397,23 @@ async def test_a_console_sign_in_cannot_be_finished_through_the_api(
 
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_mfa_token"
+
+
+async def test_a_password_reset_abandons_sign_ins_waiting_for_their_second_factor(
+    client: httpx.AsyncClient, platform: Platform
+) -> None:
+    """An mfa_token proves the old password: once the password changes, it must not finish a sign-in."""
+    account = await signed_in(client)
+    totp = await enable_totp(client, account)
+    mfa_token = await _password_step(client, account)
+
+    changed = await client.post(
+        "/v1/me/password",
+        json={"current_password": PASSWORD, "new_password": "another long passphrase entirely"},
+        headers=account.headers,
+    )
+    response = await _second_step(client, mfa_token, totp.recovery_codes[0])
+
+    assert changed.status_code == 204
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_mfa_token"

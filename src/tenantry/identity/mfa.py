@@ -16,7 +16,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyotp
 from sqlalchemy import delete, func, insert, or_, select, update
@@ -54,6 +54,7 @@ PASSKEY = "passkey"
 MFA_TOKEN_PREFIX = "mfa_"  # noqa: S105 (a readable prefix, not a secret)
 RECOVERY_CODES = 10
 STEP_SECONDS = 30
+_KEEP_DEAD = timedelta(hours=1)
 # No 0/o, 1/l/i: a recovery code is read off paper and typed by a person.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
@@ -169,6 +170,10 @@ class MfaService:
         if not has_mfa:
             return await sessions.open_on(tx, channel, user_id=user_id, actor=actor, config=self.config, keys=self.keys)
         token, now = new_secret(MFA_TOKEN_PREFIX), utcnow()
+        # Sweep this user's long-dead challenges as new ones are made: the table stays small without a job.
+        await tx.execute(
+            delete(MfaChallenge).where(MfaChallenge.user_id == user_id, MfaChallenge.expires_at < now - _KEEP_DEAD)
+        )
         await tx.execute(
             insert(MfaChallenge.__table__),  # type: ignore[arg-type]
             {
@@ -184,6 +189,15 @@ class MfaService:
         )
         methods = (TOTP, RECOVERY_CODE)
         return MfaRequired(token, methods, int(self.config.mfa_token_ttl.total_seconds()))
+
+    async def abandon_sign_ins(self, tx: AsyncSession, *, user_id: uuid.UUID) -> None:
+        """Spend every sign-in of the user still waiting for its second factor (their password changed)."""
+        await tx.execute(
+            update(MfaChallenge)
+            .where(MfaChallenge.user_id == user_id, MfaChallenge.used_at.is_(None))
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
 
     async def complete(
         self, *, mfa_token: str, code: str, actor: Actor, channel: Channel = "api"

@@ -280,6 +280,7 @@ class IdentityService:
         user.password_hash = password_hash
         user.password_changed_at = user.updated_at = now
         await emit(tx, USER_PASSWORD_CHANGED, data={"user": user_data(user), "reason": reason}, actor=actor)
+        await self.mfa.abandon_sign_ins(tx, user_id=user.id)  # they were begun with the old password
         others = [s for s in await sessions.open_sessions(tx, user.id) if s.id != keep]
         return await sessions.revoke(tx, others, reason=reason, actor=actor)
 
