@@ -20,7 +20,7 @@ from tenantry.app import create_app
 from tenantry.db import migrate
 from tenantry.settings import Settings
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _create_pg_database, _drop_pg_database, free_port
-from tests.factories.identity import login, signed_in, signup
+from tests.factories.identity import enable_totp, login, signed_in, signup
 from tests.mailsink import TOKEN
 from tests.servers import BASE_URL, Fleet, tenantry, tenantry_env
 
@@ -205,3 +205,33 @@ async def test_worker_once_delivers_mail_queued_while_no_worker_ran_and_exits(tm
     after = await tenantry("mail", "list", env=env, cwd=tmp_path)
     assert account.email in after.stdout, after
     assert token_mailed_to(account.email, after.stdout)
+
+
+async def test_users_reset_mfa_lets_someone_who_lost_their_app_sign_in_with_the_password(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    settings = Settings(
+        database_url=env["TENANTRY_DATABASE_URL"], data_dir=tmp_path / "data", base_url=BASE_URL, log_level="warning"
+    )
+    migrate.upgrade(settings.database_url)
+    app = create_app(settings, access_log=False)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as http,
+    ):
+        account = await signed_in(http)
+        await enable_totp(http, account)
+        before = await http.post("/v1/auth/login", json={"email": account.email, "password": account.password})
+
+        reset = await tenantry("users", "reset-mfa", account.email.upper(), env=env, cwd=tmp_path)
+        unknown = await tenantry("users", "reset-mfa", "nobody@example.com", env=env, cwd=tmp_path)
+
+        after = await http.post("/v1/auth/login", json={"email": account.email, "password": account.password})
+        me = await http.get("/v1/me", headers=account.headers)  # the running server forgot its cached view
+
+    assert before.json()["mfa_required"] is True
+    assert reset.returncode == 0, reset
+    assert "Two-factor authentication is off" in words(reset.stdout)
+    assert unknown.returncode == 1
+    assert "No account with the email nobody@example.com" in words(unknown.stdout)
+    assert "access_token" in after.json()
+    assert me.json()["mfa_enabled"] is False

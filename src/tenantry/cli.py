@@ -16,6 +16,8 @@ keys_app = typer.Typer(help="Signing keys of access tokens.", no_args_is_help=Tr
 mail_app = typer.Typer(help="The local mailbox (used when no SMTP server is configured).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(mail_app, name="mail")
+users_app = typer.Typer(help="Accounts, for operators.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console()
 err = Console(stderr=True)
 
@@ -64,7 +66,9 @@ def serve(
     else:
         _check_migrated(settings)
     key_ring(settings).load_or_create()  # before the workers start, so they all agree on the first key
-    console.print(f"Tenantry serving on [bold]http://{host}:{port}[/bold] ({workers} process(es))")
+    console.print(
+        f"Tenantry serving on http://{host}:{port} ({workers} process(es)); open [bold]{settings.base_url}[/bold]"
+    )
     uvicorn.run(
         "tenantry.app:create_app",
         factory=True,
@@ -104,6 +108,35 @@ def worker(once: bool = typer.Option(False, help="Do what is pending, then exit.
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+@users_app.command("reset-mfa")
+def users_reset_mfa(email: str = typer.Argument(..., help="The account's email address.")) -> None:
+    """Turn off a user's authenticator app and recovery codes (they lost both); passkeys stay."""
+    from tenantry.core.context import Actor
+    from tenantry.core.errors import NotFound
+    from tenantry.platform import Platform
+
+    settings = Settings()
+    _check_migrated(settings)
+
+    async def run() -> bool:
+        platform = Platform(settings)
+        await platform.start(background=False)
+        try:
+            return await platform.mfa.reset(email=email, actor=Actor(type="system", id="cli"))
+        finally:
+            await platform.stop()
+
+    try:
+        had = asyncio.run(run())
+    except NotFound:
+        console.print(f"No account with the email {email}.")
+        raise typer.Exit(code=1) from None
+    if had:
+        console.print(f"Two-factor authentication is off for {email}; they sign in with their password now.")
+    else:
+        console.print(f"{email} had no two-factor authentication; nothing changed.")
 
 
 @keys_app.command("rotate")

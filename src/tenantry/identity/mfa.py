@@ -163,6 +163,24 @@ class MfaService:
         async with self._proven(user_id, code) as tx:
             return await self._replace_recovery_codes(tx, user_id)
 
+    async def reset(self, *, email: str, actor: Actor) -> bool:
+        """An operator's way back in for someone who lost both their app and their recovery codes: turn
+        TOTP off and drop the codes. Returns whether the account had a second factor. Raises ``NotFound``."""
+        async with self.db.transaction() as tx:
+            user = await tx.scalar(select(User).where(User.email_normalized == email.strip().lower()))
+            if user is None:
+                raise NotFound("No account with this email.")
+            had = user.has_mfa
+            await tx.execute(delete(TotpFactor).where(TotpFactor.user_id == user.id))
+            await tx.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+            await self.abandon_sign_ins(tx, user_id=user.id)
+            if had:
+                user.mfa_enabled_at, user.updated_at = None, utcnow()
+                data = {"user": user_data(user), "method": TOTP, "reason": "reset_by_operator"}
+                await emit(tx, USER_MFA_DISABLED, data=data, actor=actor)
+        await self.auth.forget_user(user.id)
+        return had
+
     # -- the second step of a sign-in ------------------------------------------------------------------
     async def sign_in(self, tx: Writer, *, user_id: uuid.UUID, has_mfa: bool, channel: Channel, actor: Actor) -> SignIn:
         """After a first factor: open the session, or, if the user has a second factor, hand out an
