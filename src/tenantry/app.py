@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from tenantry import __version__
+from tenantry import __version__, console
 from tenantry.http import problems
 from tenantry.http.middleware import RequestContext
 from tenantry.identity.api import jwks_router
@@ -50,5 +50,6 @@ def create_app(settings: Settings | None = None, *, access_log: bool = True) -> 
     app.include_router(jwks_router)
     app.include_router(identity_router)
     app.include_router(passkey_router)
+    console.install(app, settings)  # last: the console's `/` pages never shadow the routes above
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, access_log=access_log)
     return app
