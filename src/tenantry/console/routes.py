@@ -84,7 +84,9 @@ async def second_step(request: Request, code: Text, method: Text = "totp") -> Re
     try:
         if token is None:
             raise InvalidMfaToken()
-        outcome = await platform(request).mfa.complete(mfa_token=token, code=code, actor=actor(request))
+        outcome = await platform(request).mfa.complete(
+            mfa_token=token, code=code, actor=actor(request), channel="console"
+        )
     except InvalidMfaToken:
         response = pages.redirect("/", done="mfa_expired")
         jar.clear(response, cookies.PENDING_MFA)
