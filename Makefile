@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 UV_VERSION := 0.13.9
 
-.PHONY: install run test lint format lock bench clean
+.PHONY: install run test lint format lock bench clean chromium
 
 install: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml requirements.lock
 run: install
 	$(BIN)/tenantry serve --host 127.0.0.1 --port 8000
 
-test: install
+test: install chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  else echo "The browser tests need Debian's Chromium: run 'sudo apt-get install -y chromium', then 'make test' again." >&2; exit 1; fi; }
 
 lint: install
 	$(BIN)/ruff check src tests bench
