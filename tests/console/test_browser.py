@@ -120,6 +120,13 @@ async def test_a_passkey_registered_on_the_account_page_signs_in_on_its_own(
     await page.set_viewport_size({"width": 390, "height": 844})
     await screenshot(page, "account-phone")
 
+    await page.get_by_label("New name for This laptop").fill("Ada's laptop")
+    await page.get_by_role("button", name="Rename").click()
+    await expect(page.get_by_text("Your passkey was renamed.")).to_be_visible()
+    await page.get_by_role("button", name="Remove Ada's laptop").click()
+    await expect(page.get_by_text("Your passkey was removed.")).to_be_visible()
+    await expect(page.get_by_text("You have no passkeys yet.")).to_be_visible()
+
 
 async def test_two_step_verification_from_set_up_to_sign_in_and_revoking_another_session(
     browser: Browser, page: Page, console: str, mail: MailSink

@@ -4,6 +4,7 @@ by mistake (bad links, half-filled forms), which all answer in words, never with
 from __future__ import annotations
 
 import re
+import uuid
 
 import httpx
 import pytest
@@ -210,3 +211,34 @@ async def test_a_weak_new_password_keeps_the_reset_form(client: httpx.AsyncClien
     assert response.status_code == 422
     assert "at least" in response.text
     assert f'name="token" value="{link_token}"' in response.text
+
+
+async def test_someone_elses_or_a_missing_passkey_cannot_be_renamed_or_removed(client: httpx.AsyncClient) -> None:
+    await signed_in(client)
+    missing = uuid.uuid4()
+
+    renamed = await submit(client, f"/account/passkeys/{missing}/rename", {"name": "Mine now"}, page="/account")
+    removed = await submit(client, f"/account/passkeys/{missing}/remove", {}, page="/account")
+
+    assert renamed.status_code == removed.status_code == 404
+    assert "no longer exists" in removed.text
+
+
+async def test_only_known_notices_are_shown(client: httpx.AsyncClient) -> None:
+    response = await client.get("/?done=<script>alert(1)</script>")
+
+    assert response.status_code == 200
+    assert "alert(1)" not in response.text
+    assert 'role="status"' not in response.text
+
+
+async def test_too_many_wrong_passwords_say_how_long_to_wait(client: httpx.AsyncClient) -> None:
+    account = await signup(client)
+    csrf = await token(client)
+    for _ in range(10):
+        await client.post("/", data={"csrf_token": csrf, "email": account.email, "password": "wrong guess!"})
+
+    response = await client.post("/", data={"csrf_token": csrf, "email": account.email, "password": account.password})
+
+    assert response.status_code == 429
+    assert re.search(r"Too many attempts\. Please wait \d+ minutes and try again\.", response.text)
