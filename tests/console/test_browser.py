@@ -206,3 +206,6 @@ async def test_the_pages_mailed_links_open(page: Page, console: str, mail: MailS
 
     await sign_in_with_password(page, console, email, "an entirely new passphrase")
     await expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+    await page.emulate_media(color_scheme="dark")
+    await page.reload()  # not mid-way through the colour transitions
+    await screenshot(page, "account-dark")
