@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from tenantry.console.account_routes import router as account_router
 from tenantry.console.cookies import CookiePolicy
+from tenantry.console.mailbox_routes import router as mailbox_router
 from tenantry.console.pages import STATIC
 from tenantry.console.routes import router
 from tenantry.settings import Settings
@@ -23,4 +24,5 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.console_cookies = CookiePolicy.for_base_url(settings.base_url)
     app.include_router(router)
     app.include_router(account_router)
+    app.include_router(mailbox_router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")

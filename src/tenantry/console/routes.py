@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import JSONResponse, Response
 
 from tenantry.console import cookies, messages, pages
+from tenantry.console.mailbox_routes import local_mailbox
 from tenantry.console.routing import ConsoleRoute, SignedIn, SignInNeeded, platform, signed_in
 from tenantry.console.schemas import PasskeySignIn
 from tenantry.core.errors import DomainError
@@ -36,6 +37,11 @@ def _after_sign_in(request: Request, outcome: SignIn, *, as_json: bool = False) 
         assert isinstance(outcome, ConsoleSession), "the console opens console sessions only"
         jar.open_session(response, outcome)
     return response
+
+
+def _inbox(request: Request, fallback: tuple[str, str]) -> tuple[str, str]:
+    """Where to go after "check your inbox": the development mailbox, when there is one to see."""
+    return ("/mailbox", "Open the development mailbox") if local_mailbox(request) else fallback
 
 
 def _invalid_link(request: Request) -> Response:
@@ -136,7 +142,7 @@ async def sign_up(request: Request, name: Text, email: Text, password: Secret) -
         request,
         title="Check your inbox",
         text=f"Your account is ready. We sent a link to {user.email}: open it to confirm your address.",
-        action=("/", "Continue to sign in"),
+        action=_inbox(request, ("/", "Continue to sign in")),
     )
 
 
@@ -152,14 +158,16 @@ async def forgot_password(request: Request, email: Text) -> Response:
         request,
         title="Check your inbox",
         text=f"If an account exists for {email}, we sent it a link to choose a new password.",
-        action=("/", "Back to sign in"),
+        action=_inbox(request, ("/", "Back to sign in")),
     )
 
 
 # -- the pages mailed links open -------------------------------------------------------------------------------
 @router.get("/reset-password")
 async def reset_password_page(request: Request, token: str = "") -> Response:
-    if not token:
+    try:
+        await platform(request).identity.check_reset_token(token=token)
+    except InvalidToken:
         return _invalid_link(request)
     return pages.render(request, "reset_password.html", token=token)
 

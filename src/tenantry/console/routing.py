@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import structlog
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from tenantry.console import cookies, csrf, messages, pages
 from tenantry.core.errors import DomainError, Unauthorized
@@ -58,6 +59,9 @@ class ConsoleRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def console_handler(request: Request) -> Response:
+            moved = _named_address(request)
+            if moved is not None:
+                return moved
             try:
                 if request.method not in csrf.SAFE_METHODS:
                     await csrf.check(request)
@@ -67,6 +71,20 @@ class ConsoleRoute(APIRoute):
             return pages.finish(request, response)
 
         return console_handler
+
+
+def _named_address(request: Request) -> Response | None:
+    """``make run`` listens on 127.0.0.1 while the console's address is http://localhost:8000 (browsers
+    refuse an IP address as a passkey's relying party, and cookies and CSRF checks are per origin). A
+    browser that opened the IP is sent to the same page at the named address, instead of meeting
+    refused forms there. Only for loopback addresses and the same port, so no proxy can loop on it."""
+    base = urlsplit(cookies.policy(request).origin)
+    if request.method not in csrf.SAFE_METHODS or base.hostname != "localhost":
+        return None
+    if request.url.hostname not in ("127.0.0.1", "::1") or request.url.port != base.port:
+        return None
+    target = f"{base.scheme}://{base.netloc}{request.url.path}"
+    return RedirectResponse(f"{target}?{request.url.query}" if request.url.query else target, status_code=307)
 
 
 def _answer(request: Request, exc: Exception) -> Response:

@@ -244,6 +244,14 @@ class IdentityService:
             if user is not None:
                 await self._send_token(tx, user, RESET_PASSWORD)
 
+    async def check_reset_token(self, *, token: str) -> None:
+        """Whether a mailed reset token would still work, without spending it (the page it opens asks
+        for the new password first). Raises ``InvalidToken``."""
+        if not token:
+            raise InvalidToken()
+        async with self.db.read() as tx:
+            await self._token_owner(tx, token, RESET_PASSWORD)
+
     async def reset_password(self, *, token: str, password: str, actor: Actor) -> None:
         """Set a new password with a mailed token; ends every session. Raises ``InvalidToken``, ``WeakPassword``."""
         async with self.db.read() as tx:
