@@ -25,7 +25,7 @@ test: install chromium
 # The console's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 chromium:
 	@test -x /usr/bin/chromium || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
 	  else echo "The browser tests need Debian's Chromium: run 'sudo apt-get install -y chromium', then 'make test' again." >&2; exit 1; fi; }
 
 lint: install
