@@ -18,6 +18,11 @@ from tenantry.observability.health import router as health_router
 from tenantry.observability.logging import configure as configure_logging
 from tenantry.platform import Platform
 from tenantry.settings import Settings
+from tenantry.tenancy.api import router as tenancy_router
+from tenantry.tenancy.audit_api import router as audit_router
+from tenantry.tenancy.invitations_api import router as invitations_router
+from tenantry.tenancy.roles_api import router as roles_router
+from tenantry.tenancy.teams_api import router as teams_router
 
 
 def create_app(settings: Settings | None = None, *, access_log: bool = True) -> FastAPI:
@@ -50,6 +55,11 @@ def create_app(settings: Settings | None = None, *, access_log: bool = True) -> 
     app.include_router(jwks_router)
     app.include_router(identity_router)
     app.include_router(passkey_router)
+    app.include_router(tenancy_router)
+    app.include_router(roles_router)
+    app.include_router(teams_router)
+    app.include_router(invitations_router)
+    app.include_router(audit_router)
     console.install(app, settings)  # last: the console's `/` pages never shadow the routes above
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, access_log=access_log)
     return app

@@ -25,13 +25,21 @@ from tenantry.identity.mfa import MfaService
 from tenantry.identity.passkeys import PasskeyService
 from tenantry.identity.passwords import PasswordService
 from tenantry.identity.sealing import Sealer
-from tenantry.identity.service import MAIL_JOB, IdentityService
+from tenantry.identity.service import IdentityService
 from tenantry.mail import Message, build_mailer
+from tenantry.mail.outbox import MAIL_JOB
 from tenantry.perf.cache import FileInvalidation, Invalidation, RedisInvalidation
 from tenantry.ratelimit.store import LimiterStore, MemoryStore, RedisStore
 from tenantry.ratelimit.throttle import FailureThrottle
 from tenantry.settings import Settings
 from tenantry.tenancy import audit
+from tenantry.tenancy.api_keys import ApiKeyService
+from tenantry.tenancy.audit_log import AuditLogService
+from tenantry.tenancy.invitations import InvitationService
+from tenantry.tenancy.orgs import OrgService
+from tenantry.tenancy.policy import Policy
+from tenantry.tenancy.roles import RoleService
+from tenantry.tenancy.teams import TeamService
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +48,7 @@ class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.node_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.db = Database(settings.database_url)
+        self.db = Database(settings.database_url, role=settings.database_role or None)
         self.redis: Redis | None = Redis.from_url(settings.redis_url) if settings.redis_url else None
         self.invalidation: Invalidation = (
             RedisInvalidation(self.redis) if self.redis else FileInvalidation(settings.data_dir / "cache-generation")
@@ -78,6 +86,13 @@ class Platform:
             auth=self.auth,
             mfa=self.mfa,
         )
+        self.policy = Policy(invalidation=self.invalidation)
+        self.orgs = OrgService(db=self.db, policy=self.policy)
+        self.api_keys = ApiKeyService(db=self.db, policy=self.policy)
+        self.roles = RoleService(db=self.db, policy=self.policy)
+        self.teams = TeamService(db=self.db, policy=self.policy)
+        self.invitations = InvitationService(db=self.db, policy=self.policy)
+        self.audit_log = AuditLogService(db=self.db, policy=self.policy)
         self.mailer = build_mailer(smtp_url=settings.smtp_url, data_dir=settings.data_dir, sender=settings.mail_from)
         self.dispatcher = Dispatcher(self.db, node_id=self.node_id)
         self.dispatcher.register(audit.CONSUMER, audit.record)

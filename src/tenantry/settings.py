@@ -19,6 +19,9 @@ class Settings(BaseSettings):
 
     env: Literal["dev", "prod"] = "dev"
     database_url: str = "sqlite+aiosqlite:///./var/tenantry.db"
+    # PostgreSQL: the role the application switches to after connecting (made by the migrations; it owns
+    # no table, so row-level security holds for it). The login user must be a member; empty: stay as is.
+    database_role: str = "tenantry_app"
     redis_url: str | None = None
     smtp_url: str | None = None
     data_dir: Path = Path("./var")
@@ -67,6 +70,9 @@ class Settings(BaseSettings):
     mfa_failures_per_token: int = 5
     passkey_challenge_ttl_seconds: int = 5 * 60
     relying_party_name: str = "Tenantry"
+
+    # Organizations
+    invitation_ttl_seconds: int = 7 * 24 * 3600
 
     # Caches on the request path
     token_cache_size: int = 50_000

@@ -41,6 +41,11 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class Gone(DomainError):
+    code = "gone"
+    title = "Gone"
+
+
 class InvalidInput(DomainError):
     code = "validation_error"
     title = "Invalid input"

@@ -52,10 +52,23 @@ def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
         connection.exec_driver_sql(begin)
 
 
-class Database:
-    """Engines for one database URL, and transactions on them."""
+def _configure_postgresql(engine: AsyncEngine, *, role: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Work as a role that owns no table, so row-level security applies to every query we make.
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f'SET ROLE "{role}"')
+        cursor.close()
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+
+class Database:
+    """Engines for one database URL, and transactions on them.
+
+    On PostgreSQL, ``role`` (when given) is the role every connection switches to: one without
+    ownership of the tables, so that their row-level-security policies hold for the application.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False, role: str | None = None) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -73,6 +86,8 @@ class Database:
         else:
             self.writer = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=False)
             self.reader = self.writer
+            if role:
+                _configure_postgresql(self.writer, role=role)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False, autoflush=False)
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False, autoflush=False)
         self._after_commit: list[Callable[[dict[str, Any]], None]] = []

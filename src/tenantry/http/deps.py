@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from tenantry.core.context import Actor
-from tenantry.core.errors import Unauthorized
+from tenantry.core.errors import Forbidden, Unauthorized
 from tenantry.http.client_ip import client_ip
 from tenantry.identity.views import Principal
+from tenantry.tenancy.api_keys import PREFIX as API_KEY_PREFIX
+from tenantry.tenancy.policy import Caller
 
 if TYPE_CHECKING:
     from tenantry.platform import Platform
@@ -29,17 +31,37 @@ def actor(request: Request) -> Actor:
     return Actor(type="anonymous", ip=request_ip(request), user_agent=request.headers.get("user-agent"))
 
 
-async def principal(request: Request) -> Principal:
-    """The signed-in user behind ``Authorization: Bearer …``. Raises ``Unauthorized``."""
+def _bearer(request: Request) -> str:
     header = request.headers.get("authorization")
-    if not header:
-        raise Unauthorized("Send an access token: Authorization: Bearer <token>.")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("Send an access token: Authorization: Bearer <token>.")
-    found = await request.app.state.platform.auth.authenticate(token.strip())
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send an access token or API key: Authorization: Bearer <token>.")
+    return token.strip()
+
+
+async def principal(request: Request) -> Principal:
+    """The signed-in user behind ``Authorization: Bearer …``. Raises ``Unauthorized``, and ``Forbidden``
+    for a valid API key (these routes act for a person)."""
+    token = _bearer(request)
+    platform_ = request.app.state.platform
+    if token.startswith(API_KEY_PREFIX):
+        await platform_.api_keys.unscoped_authenticate(token, actor=actor(request))
+        raise Forbidden("API keys cannot use this route: it acts for a signed-in user.")
+    found = await platform_.auth.authenticate(token)
     assert isinstance(found, Principal)
     return found
+
+
+async def caller(request: Request) -> Caller:
+    """Who calls an org-scoped route: a signed-in user or an API key. Raises ``Unauthorized``."""
+    token = _bearer(request)
+    platform_ = request.app.state.platform
+    if token.startswith(API_KEY_PREFIX):
+        found: Caller = await platform_.api_keys.unscoped_authenticate(token, actor=actor(request))
+        return found
+    who = await platform_.auth.authenticate(token)
+    assert isinstance(who, Principal)
+    return Caller(actor=user_actor(request, who), user_id=who.user.id, has_mfa=who.user.mfa_enabled)
 
 
 def user_actor(request: Request, who: Principal) -> Actor:
@@ -50,3 +72,4 @@ def user_actor(request: Request, who: Principal) -> Actor:
 PlatformDep = Annotated["Platform", Depends(platform)]
 ActorDep = Annotated[Actor, Depends(actor)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
+CallerDep = Annotated[Caller, Depends(caller)]

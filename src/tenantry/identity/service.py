@@ -9,7 +9,6 @@ writer), so they open two.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +22,6 @@ from tenantry.core.context import Actor
 from tenantry.core.errors import InvalidInput, NotFound, TooManyRequests
 from tenantry.core.ids import digest, new_secret
 from tenantry.db.engine import Database
-from tenantry.events.jobs import enqueue
 from tenantry.events.outbox import emit
 from tenantry.identity import mails, sessions
 from tenantry.identity.auth import Authenticator
@@ -42,12 +40,12 @@ from tenantry.identity.passwords import PasswordService, check_strength
 from tenantry.identity.signing import KeyRing
 from tenantry.identity.views import Channel, Principal, SessionView, SignIn, TokenPair, UserView
 from tenantry.mail import Message
+from tenantry.mail.outbox import queue_mail
 from tenantry.ratelimit.gcra import Rate
 from tenantry.ratelimit.throttle import FailureThrottle
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105 (a token purpose, not a secret)
-MAIL_JOB = "mail.send"
 
 
 def normalize_email(raw: str) -> tuple[str, str]:
@@ -60,7 +58,7 @@ def normalize_email(raw: str) -> tuple[str, str]:
 
 
 async def _queue_mail(tx: AsyncSession, message: Message) -> None:
-    await enqueue(tx, MAIL_JOB, asdict(message), max_attempts=8)
+    await queue_mail(tx, message)
 
 
 class IdentityService:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tenantry.db import scope
 from tenantry.db.upsert import insert_ignoring_conflicts
 from tenantry.events.models import OutboxEvent
 from tenantry.tenancy.models import AuditEntry
@@ -15,7 +16,11 @@ CONSUMER = "audit"
 
 
 def _target(event: OutboxEvent) -> tuple[str | None, str | None]:
-    """What an event is about: the object named by the first part of its type (``user.created`` -> user)."""
+    """What an event is about: its ``target`` when it names one, else the object named by the first part
+    of its type (``user.created`` -> user)."""
+    named = event.data.get("target")
+    if isinstance(named, dict) and "type" in named and "id" in named:
+        return str(named["type"]), str(named["id"])
     kind = event.type.split(".", 1)[0]
     subject = event.data.get(kind)
     if isinstance(subject, dict) and "id" in subject:
@@ -42,5 +47,7 @@ def _entry(event: OutboxEvent) -> dict[str, Any]:
 
 
 async def record(tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
-    """Outbox consumer: write one audit entry per event; an event seen twice is written once."""
+    """Outbox consumer: write one audit entry per event; an event seen twice is written once.
+    A batch spans organizations, so it writes unscoped."""
+    await scope.unscoped(tx)
     await insert_ignoring_conflicts(tx, AuditEntry.__table__, [_entry(e) for e in events])  # type: ignore[arg-type]
