@@ -14,9 +14,13 @@ from pathlib import Path
 from rich.console import Console
 
 from bench import machine, wrk
-from bench.identity import BENCHMARKS, Run
+from bench.identity import BENCHMARKS as IDENTITY
+from bench.identity import Run
 from bench.report import Report
 from bench.servers import Pinning
+from bench.tenancy import bench_members
+
+BENCHMARKS = {**IDENTITY, "members": bench_members}
 
 RESULTS = Path(__file__).resolve().parent / "results" / "identity.json"
 

@@ -91,7 +91,9 @@ class Platform:
         self.api_keys = ApiKeyService(db=self.db, policy=self.policy)
         self.roles = RoleService(db=self.db, policy=self.policy)
         self.teams = TeamService(db=self.db, policy=self.policy)
-        self.invitations = InvitationService(db=self.db, policy=self.policy)
+        self.invitations = InvitationService(
+            db=self.db, policy=self.policy, ttl_seconds=settings.invitation_ttl_seconds, base_url=settings.base_url
+        )
         self.audit_log = AuditLogService(db=self.db, policy=self.policy)
         self.mailer = build_mailer(smtp_url=settings.smtp_url, data_dir=settings.data_dir, sender=settings.mail_from)
         self.dispatcher = Dispatcher(self.db, node_id=self.node_id)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from tenantry.core.context import Actor
 from tenantry.db import scope
+from tenantry.events.models import OutboxEvent
 from tenantry.platform import Platform
 from tenantry.tenancy.orgs import add_member as insert_member
 from tenantry.tenancy.policy import Caller
-from tests.factories.identity import Account, signed_in
+from tests.factories.identity import Account, login, signed_in, signup
+from tests.mailsink import MailSink
 
 
 @dataclass
@@ -61,3 +65,39 @@ async def create_api_key(
 
 def bearer(key: object) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def verified(client: httpx.AsyncClient, mail: MailSink, *, email: str | None = None) -> Account:
+    """A new user who confirmed their address with the mailed token, signed in. Mails already
+    delivered to ``email`` (an invitation) are counted, so wait for them before calling this."""
+    earlier = len(mail.to(email)) if email else 0
+    account = await signup(client, email=email)
+    token = await mail.await_token(account.email, count=earlier + 1)
+    response = await client.post("/v1/auth/verify-email", json={"token": token})
+    assert response.status_code == 200, response.text
+    return await login(client, account)
+
+
+async def create_team(client: httpx.AsyncClient, org: Org, by: Account | None = None, *, name: str = "Core") -> str:
+    """A new team's id."""
+    response = await client.post(org.path("/teams"), json={"name": name}, headers=(by or org.owner).headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def invite(
+    client: httpx.AsyncClient, org: Org, email: str, by: Account | None = None, **body: object
+) -> dict[str, object]:
+    """An invitation of ``email`` (role ``member`` unless given); its token is in the mail sink."""
+    payload: dict[str, object] = {"email": email, "role": "member", **body}
+    response = await client.post(org.path("/invitations"), json=payload, headers=(by or org.owner).headers)
+    assert response.status_code == 201, response.text
+    found: dict[str, object] = response.json()
+    return found
+
+
+async def org_events(platform: Platform, org: Org, type: str) -> list[dict[str, Any]]:
+    """The data of the organization's events of ``type``, oldest first."""
+    async with platform.db.read() as tx:
+        query = select(OutboxEvent.data).where(OutboxEvent.org_id == uuid.UUID(org.id), OutboxEvent.type == type)
+        return list((await tx.scalars(query.order_by(OutboxEvent.id))).all())

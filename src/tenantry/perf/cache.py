@@ -70,6 +70,10 @@ class Invalidation(Protocol):
 
     def attach(self, cache: LRUCache[str, object]) -> None: ...
 
+    def follow(self, cache_name: str, cache: LRUCache[str, object]) -> None:
+        """Clear ``cache`` whenever any key of ``cache_name`` drops (its entries are built from those)."""
+        ...
+
     def check(self) -> bool:
         """Apply news from other processes; returns whether the caches may be trusted now."""
         ...
@@ -84,16 +88,22 @@ class Invalidation(Protocol):
 class _Caches:
     def __init__(self) -> None:
         self.caches: dict[str, LRUCache[str, object]] = {}
+        self.followers: dict[str, list[LRUCache[str, object]]] = {}
         self.version = 0
 
     def attach(self, cache: LRUCache[str, object]) -> None:
         self.caches[cache.name] = cache
+
+    def follow(self, cache_name: str, cache: LRUCache[str, object]) -> None:
+        self.followers.setdefault(cache_name, []).append(cache)
 
     def drop(self, cache_name: str, key: str) -> None:
         self.version += 1
         cache = self.caches.get(cache_name)
         if cache is not None:
             cache.pop(key)
+        for follower in self.followers.get(cache_name, ()):
+            follower.clear()
 
     def clear_all(self) -> None:
         self.version += 1

@@ -55,3 +55,13 @@ class UnknownRole(InvalidInput):
 class RoleInUse(Conflict):
     code = "role_in_use"
     title = "Members or API keys still have this role"
+
+
+class AlreadyTeamMember(Conflict):
+    code = "already_team_member"
+    title = "Already a member of this team"
+
+
+class EmailNotVerified(Forbidden):
+    code = "email_not_verified"
+    title = "Verify your email address first"

@@ -12,8 +12,6 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Generic, TypeVar
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -39,33 +37,13 @@ from tenantry.tenancy.events import (
 )
 from tenantry.tenancy.models import Membership, Organization
 from tenantry.tenancy.policy import Caller, Policy
+from tenantry.tenancy.views import MemberView as MemberView
+from tenantry.tenancy.views import OrgView as OrgView
+from tenantry.tenancy.views import Page as Page
 
-T = TypeVar("T")
+PAGES_KEPT = 32
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-
-
-@dataclass(frozen=True, slots=True)
-class OrgView:
-    id: uuid.UUID
-    name: str
-    slug: str
-    require_mfa: bool
-    allowed_email_domains: list[str]
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, org: Organization) -> OrgView:
-        return cls(
-            org.id,
-            org.name,
-            org.slug,
-            org.require_mfa,
-            list(org.allowed_email_domains or []),
-            org.created_at,
-            org.updated_at,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +52,6 @@ class MyOrg:
     name: str
     slug: str
     role: str
-
-
-@dataclass(frozen=True, slots=True)
-class MemberView:
-    user_id: uuid.UUID
-    email: str
-    name: str
-    role: str
-    joined_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +153,13 @@ class OrgService:
         return Page(items, str(rows[limit - 1].id) if len(rows) > limit else None)
 
     async def get(self, *, caller: Caller, org_id: uuid.UUID) -> OrgView:
-        """One organization the caller belongs to. Raises ``NotFound``."""
+        """One organization the caller belongs to. Raises ``NotFound``. Answered from memory when the
+        policy holds this organization (its snapshot is dropped on every change)."""
+        known = self.policy.peek(caller, org_id, "org.read")
+        if known is not None:
+            return known.org
         async with self.db.read() as tx:
-            await self.policy.authorize(tx, caller, org_id, "org.read")
-            return OrgView.of(await _org(tx, org_id))
+            return (await self.policy.authorize(tx, caller, org_id, "org.read")).org
 
     async def update(self, *, caller: Caller, org_id: uuid.UUID, changes: OrgChanges) -> OrgView:
         """Rename, re-slug or change settings. Raises ``NotFound``, ``Forbidden``, ``SlugTaken``,
@@ -241,21 +207,35 @@ class OrgService:
     async def list_members(
         self, *, caller: Caller, org_id: uuid.UUID, cursor: str | None, limit: int
     ) -> Page[MemberView]:
-        """A page of members, oldest account first: two queries whatever the page holds."""
+        """A page of members, oldest account first. Two queries whatever the page holds; then kept in
+        memory beside the organization's grants, and dropped with them on any membership change."""
+        page_key = f"{cursor}|{limit}"
+        if self.policy.peek(caller, org_id, "members.read") is not None:
+            entry = self.policy.entry(org_id)
+            cached = entry.pages.get(page_key) if entry is not None else None
+            if isinstance(cached, Page):
+                return cached
         after = uuid_cursor(cursor)
+        version = self.policy.invalidation.version
         async with self.db.read() as tx:
             await self.policy.authorize(tx, caller, org_id, "members.read")
             query = select(Membership.user_id, Membership.role, Membership.joined_at).where(Membership.org_id == org_id)
             if after is not None:
                 query = query.where(Membership.user_id > after)
-            rows = (await tx.execute(query.order_by(Membership.user_id).limit(limit + 1))).all()[: limit + 1]
+            rows = (await tx.execute(query.order_by(Membership.user_id).limit(limit + 1))).all()
             users = await directory.find_users(tx, [r.user_id for r in rows[:limit]])
         items = [
             MemberView(r.user_id, users[r.user_id].email, users[r.user_id].name, r.role, r.joined_at)
             for r in rows[:limit]
             if r.user_id in users
         ]
-        return Page(items, str(rows[limit - 1].user_id) if len(rows) > limit else None)
+        page = Page(items, str(rows[limit - 1].user_id) if len(rows) > limit else None)
+        entry = self.policy.entry(org_id)
+        if entry is not None and version == self.policy.invalidation.version:
+            if len(entry.pages) >= PAGES_KEPT:  # a bounded handful per organization: first pages mostly
+                entry.pages.clear()
+            entry.pages[page_key] = page
+        return page
 
     async def update_member(self, *, caller: Caller, org_id: uuid.UUID, user_id: uuid.UUID, role: str) -> MemberView:
         """Give a member another role. Raises ``NotFound``, ``Forbidden`` (granting or changing more than

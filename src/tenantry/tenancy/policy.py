@@ -25,6 +25,7 @@ from tenantry.db import scope
 from tenantry.perf.cache import Invalidation, LRUCache
 from tenantry.tenancy.errors import MfaRequiredByOrg
 from tenantry.tenancy.models import Membership, Organization, Role
+from tenantry.tenancy.views import OrgView
 
 PERMISSIONS: dict[str, str] = {
     "org.read": "See the organization: its name, slug and settings.",
@@ -55,6 +56,8 @@ BUILT_IN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
 DEFAULT_ROLE = MEMBER
 ACCESS = "tenancy.access"  # cache name; key: the organization id
 _MISSING = object()
+_API_KEY = object()  # an API key's grant: its own permissions, in its own organization only
+USERS = "identity.user"  # the identity cache whose drops also drop cached organizations
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ class Access:
     caller: Caller
     role: str | None  # the member's role; None for an API key
     permissions: frozenset[str]
+    org: OrgView
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
@@ -96,9 +100,13 @@ class Access:
 
 
 @dataclass(slots=True)
-class _OrgGrants:
-    require_mfa: bool
-    members: dict[str, tuple[str, frozenset[str]] | None] = field(default_factory=dict)
+class OrgEntry:
+    """What memory holds of one organization: a snapshot of it, its members' grants as they were asked
+    for, and pages built from them (member lists). Dropped as a whole when anything in it changes."""
+
+    org: OrgView
+    grants: dict[str, tuple[str, frozenset[str]] | None] = field(default_factory=dict)
+    pages: dict[str, object] = field(default_factory=dict)
 
 
 def ensure_within(access: Access, permissions: Iterable[str]) -> None:
@@ -113,13 +121,15 @@ def unknown_permissions(permissions: Iterable[str]) -> list[str]:
 
 
 class Policy:
-    """Authorization decisions, with each organization's grants cached in memory and dropped on every
-    process when its memberships, roles or settings change."""
+    """Authorization decisions. Each organization's snapshot and grants are cached in memory and dropped
+    on every process when its memberships, roles or settings change (:meth:`forget`), or when any user
+    changes (names and second factors are part of what is cached)."""
 
     def __init__(self, *, invalidation: Invalidation, cache_size: int = 10_000) -> None:
         self.invalidation = invalidation
-        self.grants: LRUCache[str, object] = LRUCache(ACCESS, cache_size)
-        invalidation.attach(self.grants)
+        self.orgs: LRUCache[str, object] = LRUCache(ACCESS, cache_size)
+        invalidation.attach(self.orgs)
+        invalidation.follow(USERS, self.orgs)
 
     async def authorize(
         self, tx: AsyncSession, caller: Caller, org_id: uuid.UUID, permission: str | None = None
@@ -128,47 +138,73 @@ class Policy:
         caller has no place in it, ``MfaRequiredByOrg`` when it requires a second factor the user lacks,
         ``Forbidden`` when ``permission`` is given and not held."""
         await scope.to_org(tx, org_id)
-        if caller.is_api_key:
-            if caller.api_key_org != org_id:
-                raise NotFound("No such organization.")
-            access = Access(org_id, caller, None, caller.api_key_permissions)
-        else:
-            access = await self._member_access(tx, caller, org_id)
-        if permission is not None:
-            access.require(permission)
-        return access
-
-    async def _member_access(self, tx: AsyncSession, caller: Caller, org_id: uuid.UUID) -> Access:
-        grants, grant = self._cached(org_id, caller)
-        if grants is None or grant is _MISSING:
+        entry, grant = self._cached(org_id, caller)
+        if entry is None or grant is _MISSING:
             version = self.invalidation.version
-            loaded = await _load(tx, org_id, caller.user_id)
-            if loaded is None:
-                raise NotFound("No such organization.")
-            require_mfa, grant = loaded
-            if version == self.invalidation.version:
-                grants = grants or _OrgGrants(require_mfa=require_mfa)
-                grants.members[caller.key] = grant
-                self.grants.put(str(org_id), grants)
-        else:
-            require_mfa = grants.require_mfa
-        if not isinstance(grant, tuple):  # None: not a member
-            raise NotFound("No such organization.")
-        if require_mfa and not caller.has_mfa:
-            raise MfaRequiredByOrg()
-        return Access(org_id, caller, grant[0], grant[1])
+            entry, grant = await self._load(tx, org_id, caller, entry)
+            if version == self.invalidation.version and self.invalidation.check():
+                self.orgs.put(str(org_id), entry)
+        return _decide(caller, entry, grant, permission)
 
-    def _cached(self, org_id: uuid.UUID, caller: Caller) -> tuple[_OrgGrants | None, object]:
-        if not self.invalidation.check():
+    def peek(self, caller: Caller, org_id: uuid.UUID, permission: str | None = None) -> Access | None:
+        """The same decision from memory alone, or None when memory does not know (then ``authorize``).
+        Lets a hot read answer without opening a transaction."""
+        entry, grant = self._cached(org_id, caller)
+        if entry is None or grant is _MISSING:
+            return None
+        return _decide(caller, entry, grant, permission)
+
+    def entry(self, org_id: uuid.UUID) -> OrgEntry | None:
+        """The cached entry of an organization (to keep pages built for it beside its grants)."""
+        found = self.orgs.get(str(org_id)) if self.invalidation.check() else None
+        return found if isinstance(found, OrgEntry) else None
+
+    def _cached(self, org_id: uuid.UUID, caller: Caller) -> tuple[OrgEntry | None, object]:
+        entry = self.entry(org_id)
+        if entry is None:
             return None, _MISSING
-        grants = self.grants.get(str(org_id))
-        if not isinstance(grants, _OrgGrants):
-            return None, _MISSING
-        return grants, grants.members.get(caller.key, _MISSING)
+        return entry, (_API_KEY if caller.is_api_key else entry.grants.get(caller.key, _MISSING))
+
+    async def _load(
+        self, tx: AsyncSession, org_id: uuid.UUID, caller: Caller, entry: OrgEntry | None
+    ) -> tuple[OrgEntry, object]:
+        """One query: the organization and the caller's membership (a custom role costs one more)."""
+        row = (
+            await tx.execute(
+                select(Organization, Membership.role)
+                .outerjoin(Membership, (Membership.org_id == Organization.id) & (Membership.user_id == caller.user_id))
+                .where(Organization.id == org_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound("No such organization.")
+        entry = entry or OrgEntry(OrgView.of(row[0]))
+        if caller.is_api_key:
+            return entry, _API_KEY
+        grant = None if row.role is None else (row.role, await role_permissions(tx, org_id, row.role) or frozenset())
+        entry.grants[caller.key] = grant
+        return entry, grant
 
     async def forget(self, org_id: uuid.UUID) -> None:
-        """Make every process re-read this organization's grants (they just changed)."""
+        """Make every process re-read this organization (its memberships, roles or settings changed)."""
         await self.invalidation.publish(ACCESS, str(org_id))
+
+
+def _decide(caller: Caller, entry: OrgEntry, grant: object, permission: str | None) -> Access:
+    org = entry.org
+    if grant is _API_KEY:
+        if caller.api_key_org != org.id:
+            raise NotFound("No such organization.")
+        access = Access(org.id, caller, None, caller.api_key_permissions, org)
+    else:
+        if not isinstance(grant, tuple):  # None: not a member
+            raise NotFound("No such organization.")
+        if org.require_mfa and not caller.has_mfa:
+            raise MfaRequiredByOrg()
+        access = Access(org.id, caller, grant[0], grant[1], org)
+    if permission is not None:
+        access.require(permission)
+    return access
 
 
 async def role_permissions(tx: AsyncSession, org_id: uuid.UUID, role: str) -> frozenset[str] | None:
@@ -177,22 +213,3 @@ async def role_permissions(tx: AsyncSession, org_id: uuid.UUID, role: str) -> fr
         return BUILT_IN_ROLES[role][1]
     found = await tx.scalar(select(Role.permissions).where(Role.org_id == org_id, Role.key == role))
     return frozenset(found) & ALL if found is not None else None
-
-
-async def _load(
-    tx: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID | None
-) -> tuple[bool, tuple[str, frozenset[str]] | None] | None:
-    """(require_mfa, (role, permissions) or None for a non-member), or None for no such organization."""
-    row = (
-        await tx.execute(
-            select(Organization.require_mfa, Membership.role)
-            .outerjoin(Membership, (Membership.org_id == Organization.id) & (Membership.user_id == user_id))
-            .where(Organization.id == org_id)
-        )
-    ).first()
-    if row is None:
-        return None
-    if row.role is None:
-        return bool(row.require_mfa), None
-    permissions = await role_permissions(tx, org_id, row.role)
-    return bool(row.require_mfa), (row.role, permissions or frozenset())
