@@ -67,6 +67,25 @@ def bearer(key: object) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+async def create_role(
+    client: httpx.AsyncClient, org: Org, key: str, permissions: list[str], *, by: Account | None = None
+) -> dict[str, object]:
+    """A custom role of ``org`` made through the API (by its owner unless ``by`` is given)."""
+    payload = {"key": key, "name": key.replace("-", " ").title(), "permissions": permissions}
+    response = await client.post(org.path("/roles"), json=payload, headers=(by or org.owner).headers)
+    assert response.status_code == 201, response.text
+    found: dict[str, object] = response.json()
+    return found
+
+
+async def read_audit_log(
+    client: httpx.AsyncClient, org: Org, platform: Platform, *, by: Account | None = None, **params: str | int
+) -> httpx.Response:
+    """The organization's audit log once the outbox consumer has written every pending event."""
+    await platform.drain()
+    return await client.get(org.path("/audit-log"), params=params, headers=(by or org.owner).headers)
+
+
 async def verified(client: httpx.AsyncClient, mail: MailSink, *, email: str | None = None) -> Account:
     """A new user who confirmed their address with the mailed token, signed in. Mails already
     delivered to ``email`` (an invitation) are counted, so wait for them before calling this."""

@@ -57,6 +57,19 @@ class RoleInUse(Conflict):
     title = "Members or API keys still have this role"
 
 
+class RoleExists(Conflict):
+    code = "role_exists"
+    title = "A built-in or custom role already has this key"
+
+
+class BuiltInRole(Conflict):
+    """Built-in roles are the same in every organization and other code relies on them (the owner
+    rule): nobody may change or delete them, whatever their permissions, hence a conflict, not 403."""
+
+    code = "role_built_in"
+    title = "Built-in roles cannot be changed or deleted"
+
+
 class AlreadyTeamMember(Conflict):
     code = "already_team_member"
     title = "Already a member of this team"
