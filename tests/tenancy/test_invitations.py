@@ -20,6 +20,7 @@ from tests.factories.tenancy import (
     bearer,
     create_api_key,
     create_org,
+    create_role,
     create_team,
     invite,
     org_events,
@@ -361,3 +362,19 @@ async def test_an_api_key_invites_but_cannot_accept(client: httpx.AsyncClient, m
     assert made.status_code == 201
     assert too_strong.status_code == 403  # a member also reads roles: the key cannot
     assert (accepted.status_code, accepted.json()["code"]) == (403, "forbidden")
+
+
+async def test_an_invitation_to_a_role_deleted_since_makes_no_member(client: httpx.AsyncClient, mail: MailSink) -> None:
+    org = await create_org(client)
+    await create_role(client, org, "auditor", ["audit.read"])
+    guest = await verified(client, mail)
+    await invite(client, org, guest.email, role="auditor")
+    token = await mail.await_token(guest.email, count=2)
+    deleted = await client.delete(org.path("/roles/auditor"), headers=org.owner.headers)
+
+    response = await accept(client, token, guest.headers)
+    members = await client.get(org.path("/members"), headers=org.owner.headers)
+
+    assert deleted.status_code == 204
+    assert (response.status_code, response.json()["code"]) == (410, "invitation_invalid")
+    assert guest.user_id not in {m["user_id"] for m in members.json()["items"]}

@@ -170,7 +170,8 @@ class InvitationService:
         """Become a member with the invitation's role, and join its teams that still exist. The token
         names the organization, so finding it must cross organizations. Raises ``Forbidden`` (an API
         key), ``InvitationInvalid`` (unknown, revoked or used), ``InvitationExpired``,
-        ``InvitationEmailMismatch``, ``EmailNotVerified``, ``AlreadyMember``."""
+        ``InvitationEmailMismatch``, ``EmailNotVerified``, ``AlreadyMember`` (also ``InvitationInvalid`` when
+        the custom role it offered was deleted since)."""
         if caller.user_id is None:
             raise Forbidden("Only a signed-in user can accept an invitation.")
         found = await self._unscoped_find(token)
@@ -181,6 +182,8 @@ class InvitationService:
                 if await tx.get(Membership, (found.org_id, user.id)) is not None:
                     raise AlreadyMember()
                 await _spend(tx, found)
+                if await policy.role_permissions(tx, found.org_id, found.role) is None:
+                    raise InvitationInvalid("The role this invitation offered no longer exists; ask for a new one.")
                 member = await add_member(tx, org_id=found.org_id, user_id=user.id, role=found.role, caller=caller)
                 team_ids = [uuid.UUID(t) for t in found.team_ids or []]
                 await add_to_teams(tx, org_id=found.org_id, user_id=user.id, team_ids=team_ids, caller=caller)
