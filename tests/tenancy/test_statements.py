@@ -18,7 +18,10 @@ def counting(platform: Platform) -> Iterator[list[str]]:
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
+        # Only what a request asks of the tenancy and user tables: the background loops (the outbox
+        # dispatcher, the job runner, the batched session touch) poll on their own schedule.
+        if "tenancy_" in statement or "identity_user" in statement or "set_config" in statement:
+            seen.append(statement)
 
     engines = {platform.db.writer.sync_engine, platform.db.reader.sync_engine}
     for engine in engines:
@@ -53,7 +56,7 @@ async def test_listing_members_takes_the_same_statements_for_3_or_30_members(
     many = await _statements_for_members(client, platform, large)
 
     assert len(few) == len(many)
-    assert len(many) <= 6, many  # (BEGIN,) scope, organization + membership, members page, their users
+    assert len(many) <= 4, many  # (the scope,) organization + membership, the members page, their users
 
 
 async def test_a_warm_member_list_asks_the_database_nothing(client: httpx.AsyncClient, platform: Platform) -> None:
