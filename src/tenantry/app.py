@@ -11,13 +11,14 @@ from fastapi import FastAPI
 from tenantry import __version__, console
 from tenantry.http import problems
 from tenantry.http.middleware import RequestContext
-from tenantry.identity.api import jwks_router
+from tenantry.identity.api import jwks_router, me_router
 from tenantry.identity.api import router as identity_router
 from tenantry.identity.passkey_api import router as passkey_router
 from tenantry.observability.health import router as health_router
 from tenantry.observability.logging import configure as configure_logging
 from tenantry.platform import Platform
 from tenantry.settings import Settings
+from tenantry.tenancy.api import hot_router as tenancy_hot_router
 from tenantry.tenancy.api import router as tenancy_router
 from tenantry.tenancy.audit_api import router as audit_router
 from tenantry.tenancy.invitations_api import router as invitations_router
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None, *, access_log: bool = True) -> 
     problems.install(app)
     app.include_router(health_router)
     app.include_router(jwks_router)
+    # Matched in order: the hottest routes first.
+    app.include_router(me_router)
+    app.include_router(tenancy_hot_router)
     app.include_router(identity_router)
     app.include_router(passkey_router)
     app.include_router(tenancy_router)

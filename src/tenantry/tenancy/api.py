@@ -18,6 +18,8 @@ from tenantry.tenancy.orgs import OrgChanges
 from tenantry.tenancy.views import MemberView, OrgView, Page
 
 router = APIRouter(prefix="/v1", tags=["organizations"])
+# The reads every page of a product's organization screens makes: matched right after GET /v1/me.
+hot_router = APIRouter(prefix="/v1", tags=["organizations"])
 Cursor = Annotated[str | None, Query(max_length=200)]
 Limit = Annotated[int, Query(ge=1, le=200)]
 
@@ -51,6 +53,20 @@ def _api_key(view: ApiKeyView) -> schemas.ApiKey:
     return schemas.ApiKey(**asdict(view))
 
 
+@hot_router.get("/orgs/{org_id}/members", summary="The organization's members", response_model=schemas.MemberPage)
+async def list_members(
+    org_id: uuid.UUID, platform: PlatformDep, caller: CallerDep, cursor: Cursor = None, limit: Limit = 50
+) -> Response:
+    page = await platform.orgs.list_members(caller=caller, org_id=org_id, cursor=cursor, limit=limit)
+    return _members_json(page)
+
+
+@hot_router.get("/orgs/{org_id}", summary="One organization", response_model=schemas.Org)
+async def get_org(org_id: uuid.UUID, platform: PlatformDep, caller: CallerDep) -> Response:
+    # Hot: serialised straight from the cached view, skipping a model round trip (like GET /v1/me).
+    return _json(await platform.orgs.get(caller=caller, org_id=org_id))
+
+
 @router.get("/permissions", summary="Every permission, with what it allows")
 async def permissions() -> schemas.PermissionList:
     return schemas.PermissionList(
@@ -71,12 +87,6 @@ async def list_orgs(
     return schemas.MyOrgPage(items=[schemas.MyOrg(**asdict(o)) for o in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/orgs/{org_id}", summary="One organization", response_model=schemas.Org)
-async def get_org(org_id: uuid.UUID, platform: PlatformDep, caller: CallerDep) -> Response:
-    # Hot: serialised straight from the cached view, skipping a model round trip (like GET /v1/me).
-    return _json(await platform.orgs.get(caller=caller, org_id=org_id))
-
-
 @router.patch("/orgs/{org_id}", summary="Change an organization's name, slug or settings")
 async def update_org(
     org_id: uuid.UUID, body: schemas.OrgUpdate, platform: PlatformDep, caller: CallerDep
@@ -94,14 +104,6 @@ async def delete_org(org_id: uuid.UUID, platform: PlatformDep, caller: CallerDep
 @router.post("/orgs/{org_id}/join", summary="Join an organization that admits your verified email domain")
 async def join_org(org_id: uuid.UUID, platform: PlatformDep, caller: CallerDep) -> schemas.Member:
     return _member(await platform.orgs.join(caller=caller, org_id=org_id))
-
-
-@router.get("/orgs/{org_id}/members", summary="The organization's members", response_model=schemas.MemberPage)
-async def list_members(
-    org_id: uuid.UUID, platform: PlatformDep, caller: CallerDep, cursor: Cursor = None, limit: Limit = 50
-) -> Response:
-    page = await platform.orgs.list_members(caller=caller, org_id=org_id, cursor=cursor, limit=limit)
-    return _members_json(page)
 
 
 @router.patch("/orgs/{org_id}/members/{user_id}", summary="Change a member's role")
