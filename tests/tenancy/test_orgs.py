@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
+import pytest
 
 from tenantry.platform import Platform
 from tests.factories.identity import enable_totp, signed_in
-from tests.factories.tenancy import add_member, bearer, create_api_key, create_org
+from tests.factories.tenancy import add_member, bearer, create_api_key, create_org, org_events, verified
+from tests.mailsink import MailSink
 
 
 async def test_creating_an_organization_makes_the_caller_its_owner(client: httpx.AsyncClient) -> None:
@@ -178,3 +182,57 @@ async def test_require_mfa_asks_members_without_a_second_factor_to_set_one_up(
     assert blocked.json()["code"] == "mfa_required"
     assert "/v1/me/mfa/totp/setup" in blocked.json()["detail"]
     assert owner_ok.status_code == 200
+
+
+async def test_a_verified_user_at_an_allowed_domain_joins_with_the_default_role(
+    client: httpx.AsyncClient, mail: MailSink
+) -> None:
+    org = await create_org(client)
+    allowed = await client.patch(
+        org.path(), json={"allowed_email_domains": ["@Joiners.Example"]}, headers=org.owner.headers
+    )
+    joiner = await verified(client, mail, email=f"ann-{uuid.uuid4().hex[:6]}@joiners.example")
+    unverified = await signed_in(client, email=f"bob-{uuid.uuid4().hex[:6]}@joiners.example")
+    outsider = await verified(client, mail)
+
+    joined = await client.post(org.path("/join"), headers=joiner.headers)
+    again = await client.post(org.path("/join"), headers=joiner.headers)
+    not_verified = await client.post(org.path("/join"), headers=unverified.headers)
+    other_domain = await client.post(org.path("/join"), headers=outsider.headers)
+
+    assert allowed.json()["allowed_email_domains"] == ["joiners.example"]
+    assert joined.status_code == 200, joined.text
+    assert (joined.json()["user_id"], joined.json()["role"]) == (joiner.user_id, "member")
+    assert (again.status_code, again.json()["code"]) == (409, "already_member")
+    # Neither learns whether the organization exists: the same answer as for a made-up id.
+    assert not_verified.status_code == other_domain.status_code == 404
+
+
+@pytest.mark.parametrize("domains", [["not a domain"], ["example"], ["x" * 300 + ".com"]])
+async def test_allowed_domains_must_be_domains(client: httpx.AsyncClient, domains: list[str]) -> None:
+    org = await create_org(client)
+
+    response = await client.patch(org.path(), json={"allowed_email_domains": domains}, headers=org.owner.headers)
+
+    assert response.status_code == 422
+
+
+async def test_organization_changes_are_events_on_the_outbox(client: httpx.AsyncClient, platform: Platform) -> None:
+    org = await create_org(client)
+    member = await add_member(client, org, platform)
+    await client.patch(org.path(), json={"name": "Renamed"}, headers=org.owner.headers)
+    await client.patch(org.path(f"/members/{member.user_id}"), json={"role": "viewer"}, headers=org.owner.headers)
+    await client.delete(org.path(f"/members/{member.user_id}"), headers=member.headers)  # leaving
+    await client.delete(org.path(), headers=org.owner.headers)
+
+    created = await org_events(platform, org, "organization.created")
+    updated = await org_events(platform, org, "organization.updated")
+    changed = await org_events(platform, org, "organization.member_updated")
+    removed = await org_events(platform, org, "organization.member_removed")
+    deleted = await org_events(platform, org, "organization.deleted")
+
+    assert created[0]["organization"]["id"] == org.id
+    assert updated[0]["changes"] == {"name": "Renamed"}
+    assert changed[0]["member"] == {"user_id": member.user_id, "role": "viewer", "previous_role": "member"}
+    assert removed[0]["target"] == {"type": "user", "id": member.user_id}
+    assert deleted[0]["organization"]["name"] == "Renamed"
