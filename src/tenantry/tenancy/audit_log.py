@@ -1,8 +1,8 @@
 """Reading an organization's audit log (entries are written by the audit consumer in audit.py).
 
-Entries come newest first by id: ids are the events' UUIDv7, ordered by the millisecond they were
-emitted, so the log follows the order of changes (changes within one millisecond, such as the events
-of one transaction, keep no order among themselves). Entries appear once the outbox consumer has run,
+Entries come newest first by id: ids are the events' UUIDv7, which increase in the order a process
+makes them (even within one millisecond), so the log follows the order of changes; events made by
+different processes in the same millisecond keep no order among themselves. Entries appear once the outbox consumer has run,
 a moment after the change commits.
 """
 
