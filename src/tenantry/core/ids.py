@@ -8,7 +8,6 @@ import threading
 import time
 import uuid
 
-
 _RAND_BITS = 74
 _last = (0, 0)  # (milliseconds, random part) of the id made last in this process
 _lock = threading.Lock()

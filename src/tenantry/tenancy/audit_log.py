@@ -2,8 +2,8 @@
 
 Entries come newest first by id: ids are the events' UUIDv7, which increase in the order a process
 makes them (even within one millisecond), so the log follows the order of changes; events made by
-different processes in the same millisecond keep no order among themselves. Entries appear once the outbox consumer has run,
-a moment after the change commits.
+different processes in the same millisecond keep no order among themselves. Entries appear once the
+outbox consumer has run, a moment after the change commits.
 """
 
 from __future__ import annotations
