@@ -1,0 +1,138 @@
+"""Concurrency limits: at most ``limit`` requests in flight per key, in this process or across the fleet.
+
+A request takes a :class:`Lease` before it starts and releases it when it ends. A lease also expires by
+itself ``ttl`` seconds after it was granted, so a process that is killed mid-request (and so never
+releases) holds its slots for at most ``ttl``: choose ``ttl`` longer than the slowest request you
+want counted, since a request that outlives its lease stops counting against the limit.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    key: str
+    id: str
+    granted: bool
+    in_flight: int  # leases held on the key after this acquire, whether it was granted or not
+    limit: int
+
+
+class ConcurrencyStore(Protocol):
+    async def acquire(self, key: str, *, limit: int, ttl: float) -> Lease:
+        """Take one of ``limit`` slots on ``key`` for at most ``ttl`` seconds; ``granted`` says if one was free."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give the slot back; releasing an ungranted, expired or already released lease does nothing."""
+        ...
+
+
+def _check(limit: int, ttl: float) -> None:
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, not {limit}")
+    if ttl <= 0:
+        raise ValueError(f"ttl must be > 0, not {ttl}")
+
+
+class MemoryConcurrency:
+    """Leases held in this process: per key, lease id -> expiry on the monotonic clock.
+
+    Acquire and release never await, so on one event loop each is atomic without a lock.
+    """
+
+    def __init__(self, *, sweep_every: float = 60.0) -> None:
+        self._leases: dict[str, dict[str, float]] = {}
+        self._sweep_every = sweep_every
+        self._last_sweep = time.monotonic()
+
+    async def acquire(self, key: str, *, limit: int, ttl: float) -> Lease:
+        """Drop the key's expired leases, then grant a new one if fewer than ``limit`` remain."""
+        _check(limit, ttl)
+        now = time.monotonic()
+        leases = self._leases.setdefault(key, {})
+        for lease_id in [i for i, expires_at in leases.items() if expires_at <= now]:
+            del leases[lease_id]
+        lease_id = uuid.uuid4().hex
+        granted = len(leases) < limit
+        if granted:
+            leases[lease_id] = now + ttl
+        elif not leases:
+            del self._leases[key]  # limit 0: keep no empty entry behind
+        self._sweep(now)
+        return Lease(key, lease_id, granted, len(leases), limit)
+
+    async def release(self, lease: Lease) -> None:
+        """Free the lease's slot (a no-op for an ungranted or already released lease)."""
+        if not lease.granted:
+            return
+        leases = self._leases.get(lease.key)
+        if leases is None:
+            return
+        leases.pop(lease.id, None)
+        if not leases:
+            del self._leases[lease.key]
+
+    def _sweep(self, now: float) -> None:
+        # Keys whose leases all expired unreleased and are never asked for again would otherwise stay forever.
+        if now - self._last_sweep < self._sweep_every:
+            return
+        self._last_sweep = now
+        for key in [k for k, leases in self._leases.items() if all(e <= now for e in leases.values())]:
+            del self._leases[key]
+
+
+# One round trip per acquire. Redis's own clock decides "now" so every process agrees on when a lease
+# expires. The sorted set scores each lease by its expiry; the key lives as long as its longest lease, so
+# a key whose holders all died disappears by itself. Scores are formatted explicitly because Redis turns
+# Lua numbers into strings with 14 significant digits, which would round away the milliseconds.
+_ACQUIRE_LUA = """
+local key = KEYS[1]
+local limit = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local lease_id = ARGV[3]
+local clock = redis.call("TIME")
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+redis.call("ZREMRANGEBYSCORE", key, "-inf", string.format("%.6f", now))
+local count = redis.call("ZCARD", key)
+if count >= limit then
+  return {0, count}
+end
+redis.call("ZADD", key, string.format("%.6f", now + ttl), lease_id)
+local last = tonumber(redis.call("ZRANGE", key, -1, -1, "WITHSCORES")[2])
+redis.call("PEXPIRE", key, math.max(1, math.ceil((last - now) * 1000)))
+return {1, count + 1}
+"""
+
+
+class RedisConcurrency:
+    """Leases held in a Redis sorted set per key, shared by every process that uses the same Redis.
+
+    Errors from Redis (``redis.exceptions.RedisError``) are raised to the caller, who decides whether an
+    unreachable Redis lets requests through or refuses them. If the caller is cancelled after the script
+    ran, the lease is granted but unknown to it; it then expires after ``ttl`` like one of a dead process.
+    """
+
+    def __init__(self, redis: Redis, *, prefix: str = "tenantry:cc:") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.script = redis.register_script(_ACQUIRE_LUA)
+
+    async def acquire(self, key: str, *, limit: int, ttl: float) -> Lease:
+        """Grant a lease if fewer than ``limit`` unexpired leases are held on ``key``; one EVALSHA."""
+        _check(limit, ttl)
+        lease_id = uuid.uuid4().hex
+        granted, in_flight = await self.script(keys=[self.prefix + key], args=[limit, repr(float(ttl)), lease_id])
+        return Lease(key, lease_id, bool(granted), int(in_flight), limit)
+
+    async def release(self, lease: Lease) -> None:
+        """Remove the lease (one ZREM); a no-op for an ungranted lease, and harmless once it has expired."""
+        if lease.granted:
+            await self.redis.zrem(self.prefix + lease.key, lease.id)
