@@ -28,11 +28,14 @@ from tenantry.db import migrate
 from tenantry.db.base import Base
 from tenantry.platform import Platform
 from tenantry.settings import Settings
+from tests.limits import GENEROUS_LIMITS
 from tests.mailsink import MailSink
 
 PG_ADMIN_URL = os.environ.get("TENANTRY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TENANTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BACKENDS = ["sqlite", "postgresql"]
+# Every Settings() a test makes reads this unless it says otherwise (see tests/servers.py).
+os.environ.setdefault("TENANTRY_RATE_LIMITS", GENEROUS_LIMITS)
 
 
 def free_port() -> int:

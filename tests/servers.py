@@ -21,12 +21,14 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
+from tests.limits import GENEROUS_LIMITS
 
 
 def tenantry_env(**settings: str) -> dict[str, str]:
     """The test's environment, without any TENANTRY_* of the caller, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTRY_")}
     env["TENANTRY_LOG_LEVEL"] = "warning"
+    env["TENANTRY_RATE_LIMITS"] = GENEROUS_LIMITS
     env.update({f"TENANTRY_{k.upper()}": v for k, v in settings.items()})
     return env
 

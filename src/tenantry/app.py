@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from tenantry import __version__, console
 from tenantry.http import problems
 from tenantry.http.middleware import RequestContext
+from tenantry.http.ratelimit import RateLimits
 from tenantry.identity.api import jwks_router, me_router
 from tenantry.identity.api import router as identity_router
 from tenantry.identity.passkey_api import router as passkey_router
@@ -65,5 +66,6 @@ def create_app(settings: Settings | None = None, *, access_log: bool = True) -> 
     app.include_router(invitations_router)
     app.include_router(audit_router)
     console.install(app, settings)  # last: the console's `/` pages never shadow the routes above
+    app.add_middleware(RateLimits)  # inside RequestContext: refusals carry the request id
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, access_log=access_log)
     return app

@@ -29,6 +29,8 @@ from tenantry.identity.service import IdentityService
 from tenantry.mail import Message, build_mailer
 from tenantry.mail.outbox import MAIL_JOB
 from tenantry.perf.cache import FileInvalidation, Invalidation, RedisInvalidation
+from tenantry.ratelimit.limiter import Limiter
+from tenantry.ratelimit.policies import NoOrgRates, OrgRates, Policies
 from tenantry.ratelimit.store import LimiterStore, MemoryStore, RedisStore
 from tenantry.ratelimit.throttle import FailureThrottle
 from tenantry.settings import Settings
@@ -71,7 +73,10 @@ class Platform:
             token_cache_size=settings.token_cache_size,
             session_cache_size=settings.session_cache_size,
         )
-        throttle = FailureThrottle(self.limiter_store)
+        self.limiter = Limiter(self.limiter_store)
+        self.rate_limits = Policies.from_settings(settings.rate_limits, enabled=settings.rate_limits_enabled)
+        self.org_rates: OrgRates = NoOrgRates()
+        throttle = FailureThrottle(self.limiter)
         self.sealer = Sealer.for_deployment(configured=settings.encryption_key, data_dir=settings.data_dir)
         self.mfa = MfaService(
             db=self.db, config=config, sealer=self.sealer, throttle=throttle, auth=self.auth, keys=self.keys

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     mail_requests_per_email: int = 5
     mail_request_window_seconds: int = 3600
 
+    # Rate limits (see tenantry.ratelimit.policies): JSON overrides of any policy's numbers or shadow mode,
+    # e.g. {"api.principal": {"limit": 100, "period": 60, "burst": 20}, "costs": {"write": 3}}.
+    rate_limits: str = ""
+    rate_limits_enabled: bool = True
+
     # Second factors. The key seals TOTP secrets at rest (32 bytes, base64url); unset, one is created
     # under the data dir. Several processes on several machines must share it, like the signing keys.
     encryption_key: str | None = None

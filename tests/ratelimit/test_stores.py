@@ -7,8 +7,8 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
-from tenantry.core.errors import TooManyRequests
 from tenantry.ratelimit.gcra import Rate
+from tenantry.ratelimit.limiter import Limiter, LimiterUnavailable
 from tenantry.ratelimit.store import LimiterStore, MemoryStore, RedisStore
 from tenantry.ratelimit.throttle import FailureThrottle
 from tests.conftest import REDIS_URL
@@ -67,14 +67,30 @@ async def test_redis_keys_expire_by_themselves(redis: Redis) -> None:
     assert 0 < ttl_ms <= 2000
 
 
-async def test_an_unreachable_redis_falls_back_to_a_per_process_limit() -> None:
+async def test_with_redis_unreachable_general_limits_hold_per_process() -> None:
     unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
-    throttle = FailureThrottle(RedisStore(unreachable))
+    limiter = Limiter(RedisStore(unreachable))
     try:
-        for _ in range(3):
-            await throttle.check([("login:x", RATE)])
-            await throttle.fail([("login:x", RATE)])
-        with pytest.raises(TooManyRequests):
+        outcomes = [(await limiter.hit("api:x", RATE, policy="api.ip")).allowed for _ in range(4)]
+    finally:
+        await unreachable.aclose()
+
+    assert outcomes == [True, True, True, False]
+
+
+async def test_with_redis_unreachable_sign_in_throttling_fails_closed() -> None:
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    throttle = FailureThrottle(Limiter(RedisStore(unreachable)))
+    try:
+        with pytest.raises(LimiterUnavailable):
             await throttle.check([("login:x", RATE)])
     finally:
         await unreachable.aclose()
+
+
+async def test_a_shadow_policy_reports_but_never_refuses() -> None:
+    limiter = Limiter(MemoryStore())
+
+    outcomes = [(await limiter.hit("k", RATE, policy="api.ip", shadow=True)).allowed for _ in range(6)]
+
+    assert outcomes == [True] * 6

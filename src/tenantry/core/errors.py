@@ -58,3 +58,14 @@ class TooManyRequests(DomainError):
     def __init__(self, detail: str | None = None, *, retry_after: float) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    """Cannot be answered right now (a dependency is down, the process is overloaded): try again."""
+
+    code = "unavailable"
+    title = "Temporarily unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

@@ -22,6 +22,7 @@ from tenantry.core.errors import (
     NotFound,
     TooManyRequests,
     Unauthorized,
+    Unavailable,
 )
 from tenantry.http.context import request_id
 from tenantry.identity.errors import InvalidToken, WrongPassword
@@ -37,6 +38,7 @@ STATUS: dict[type[DomainError], int] = {
     Forbidden: 403,
     Conflict: 409,
     Gone: 410,
+    Unavailable: 503,
     InvalidInput: 422,
     TooManyRequests: 429,
     InvalidToken: 400,
@@ -83,7 +85,7 @@ def problem(
 async def _domain_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     headers = None
-    if isinstance(exc, TooManyRequests):
+    if isinstance(exc, TooManyRequests | Unavailable):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return problem(status_of(exc), exc.code, exc.title, exc.detail, headers=headers, **exc.extra)
 

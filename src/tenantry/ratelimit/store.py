@@ -77,24 +77,23 @@ return {1, remaining, "0", tostring(new_tat - now)}
 """
 
 
-class RedisStore:
-    """Limiter state in Redis, shared by every process: one EVALSHA per check.
+class StoreUnavailable(Exception):
+    """The shared store could not be asked; the limiter's policy decides what happens then."""
 
-    If Redis cannot be reached, the check falls back to a per-process store and says so in the log:
-    limits then hold per process instead of for the fleet, which still stops a brute-force attempt.
-    """
+
+class RedisStore:
+    """Limiter state in Redis, shared by every process: one EVALSHA per check. Raises
+    ``StoreUnavailable`` when Redis cannot be reached (see ``Limiter`` for what follows)."""
 
     def __init__(self, redis: Redis, *, prefix: str = "tenantry:rl:") -> None:
         self.redis = redis
         self.prefix = prefix
         self.script = redis.register_script(_GCRA_LUA)
-        self.fallback = MemoryStore()
 
     async def hit(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
         args = [rate.emission_interval, rate.tolerance, cost, "1" if peek else "0"]
         try:
             allowed, remaining, retry_after, reset_after = await self.script(keys=[self.prefix + key], args=args)
         except RedisError as exc:
-            log.warning("ratelimit.redis_unavailable", error=repr(exc))
-            return await self.fallback.hit(key, rate, cost=cost, peek=peek)
+            raise StoreUnavailable(repr(exc)) from exc
         return Decision(bool(allowed), int(remaining), float(retry_after), float(reset_after))

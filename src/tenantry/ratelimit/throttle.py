@@ -12,18 +12,21 @@ from collections.abc import Sequence
 
 from tenantry.core.errors import TooManyRequests
 from tenantry.ratelimit.gcra import Rate
-from tenantry.ratelimit.store import LimiterStore
+from tenantry.ratelimit.limiter import Limiter
 
 
 class FailureThrottle:
-    def __init__(self, store: LimiterStore) -> None:
-        self.store = store
+    """Fails closed: with the shared store down, sign-ins are refused (``LimiterUnavailable``) rather
+    than let a guesser spread attempts over processes."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
 
     async def check(self, keys: Sequence[tuple[str, Rate]]) -> None:
         """Raise ``TooManyRequests`` if any key has no failure left to spend."""
         worst = 0.0
         for key, rate in keys:
-            decision = await self.store.hit(key, rate, peek=True)
+            decision = await self.limiter.hit(key, rate, peek=True, fail_closed=True)
             if not decision.allowed:
                 worst = max(worst, decision.retry_after)
         if worst > 0:
@@ -33,7 +36,7 @@ class FailureThrottle:
 
     async def spend(self, key: str, rate: Rate) -> None:
         """Take one unit of a budget (say, mails sent) in one atomic step; ``TooManyRequests`` when none is left."""
-        decision = await self.store.hit(key, rate)
+        decision = await self.limiter.hit(key, rate, fail_closed=True, policy="budget")
         if not decision.allowed:
             raise TooManyRequests(
                 f"Too many requests. Try again in {math.ceil(decision.retry_after)} seconds.",
@@ -43,4 +46,4 @@ class FailureThrottle:
     async def fail(self, keys: Sequence[tuple[str, Rate]]) -> None:
         """Spend one failure on every key."""
         for key, rate in keys:
-            await self.store.hit(key, rate)
+            await self.limiter.hit(key, rate, fail_closed=True, policy="failures")

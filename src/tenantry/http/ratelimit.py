@@ -1,0 +1,127 @@
+"""Rate limits on every door: a pure ASGI middleware applying ``tenantry.ratelimit.policies``.
+
+Each limited response carries ``RateLimit-Policy`` and ``RateLimit`` (IETF draft-ietf-httpapi-
+ratelimit-headers) for every policy that counted it; a refused one is 429 problem+json
+``too_many_requests`` with ``Retry-After``. Subjects: the client address (``X-Forwarded-For`` only
+from ``TENANTRY_TRUSTED_PROXIES``), the principal (the user an access token names, whichever session,
+or the API key), and the organization a path names.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tenantry.core.ids import digest
+from tenantry.http.client_ip import client_ip
+from tenantry.http.problems import problem
+from tenantry.ratelimit.gcra import Decision, Rate
+from tenantry.ratelimit.limiter import LimiterUnavailable
+from tenantry.ratelimit.policies import LimitPolicy, Subject, org_in_path, route_group
+
+if TYPE_CHECKING:
+    from tenantry.platform import Platform
+
+API_KEY_PREFIX = "tnt_"
+Applied = list[tuple[LimitPolicy, Rate, Decision]]
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return {name: value for name, value in scope["headers"] if name in (b"authorization", b"x-forwarded-for")}
+
+
+def _principal(platform: Platform, authorization: bytes | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    if token.startswith(API_KEY_PREFIX):
+        return "key:" + digest(token)[:32]  # a made-up key spends only its own budget, and the IP's
+    user = platform.auth.user_key(token)
+    return f"user:{user}" if user else None
+
+
+def rate_limit_headers(applied: Applied) -> list[tuple[bytes, bytes]]:
+    policies = ", ".join(f'"{p.name}";q={r.limit};w={math.ceil(r.period)}' for p, r, _ in applied)
+    states = ", ".join(
+        f'"{p.name}";r={d.remaining};t={math.ceil(d.retry_after if not d.allowed else d.reset_after)}'
+        for p, _, d in applied
+    )
+    return [(b"ratelimit-policy", policies.encode()), (b"ratelimit", states.encode())]
+
+
+class RateLimits:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = scope.get("app")
+        platform: Platform | None = getattr(app.state, "platform", None) if app is not None else None
+        group = route_group(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
+        if platform is None or group is None or not platform.rate_limits.enabled:
+            await self.app(scope, receive, send)
+            return
+        try:
+            applied, refused = await self._check(platform, scope, group)
+        except LimiterUnavailable as exc:
+            response = problem(503, exc.code, exc.title, exc.detail, headers={"Retry-After": "1"})
+            await response(scope, receive, send)
+            return
+        extra = rate_limit_headers(applied) if applied else []
+        if refused is not None:
+            wait = str(max(1, math.ceil(refused.retry_after)))
+            response = problem(
+                429,
+                "too_many_requests",
+                "Too many requests",
+                f"Slow down: try again in {wait} seconds.",
+                headers={"Retry-After": wait},
+            )
+            response.raw_headers.extend(extra)
+            await response(scope, receive, send)
+            return
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)
+
+    async def _check(self, platform: Platform, scope: Scope, group: str) -> tuple[Applied, Decision | None]:
+        """Count the request against every policy of its group, stopping at the first refusal."""
+        headers = _headers(scope)
+        method, path = scope["method"], scope["path"]
+        peer = scope["client"][0] if scope.get("client") else None
+        forwarded = headers.get(b"x-forwarded-for")
+        subjects: dict[Subject, str | None] = {
+            Subject.IP: client_ip(peer, forwarded.decode("latin-1") if forwarded else None, platform.trusted_proxies),
+        }
+        org = org_in_path(path)
+        cost = platform.rate_limits.cost(method, path)
+        applied: Applied = []
+        for policy in platform.rate_limits.for_group(group):
+            if policy.by is Subject.PRINCIPAL and Subject.PRINCIPAL not in subjects:
+                subjects[Subject.PRINCIPAL] = _principal(platform, headers.get(b"authorization"))
+            subject = str(org) if policy.by is Subject.ORG and org else subjects.get(policy.by)
+            if not subject:
+                continue
+            rate = (
+                platform.org_rates.rate_for(org, policy) if org and policy.by is Subject.ORG else None
+            ) or policy.rate
+            decision = await platform.limiter.hit(
+                f"{policy.name}:{subject}",
+                rate,
+                cost=cost,
+                fail_closed=policy.fail_closed,
+                policy=policy.name,
+                shadow=policy.shadow,
+            )
+            applied.append((policy, rate, decision))
+            if not decision.allowed:
+                return applied, decision
+        return applied, None
