@@ -29,8 +29,10 @@ from tenantry.identity.service import IdentityService
 from tenantry.mail import Message, build_mailer
 from tenantry.mail.outbox import MAIL_JOB
 from tenantry.perf.cache import FileInvalidation, Invalidation, RedisInvalidation
+from tenantry.ratelimit.concurrency import ConcurrencyStore, MemoryConcurrency, RedisConcurrency
 from tenantry.ratelimit.limiter import Limiter
 from tenantry.ratelimit.policies import NoOrgRates, OrgRates, Policies
+from tenantry.ratelimit.shedding import LoadShedder
 from tenantry.ratelimit.store import LimiterStore, MemoryStore, RedisStore
 from tenantry.ratelimit.throttle import FailureThrottle
 from tenantry.settings import Settings
@@ -76,6 +78,11 @@ class Platform:
         self.limiter = Limiter(self.limiter_store)
         self.rate_limits = Policies.from_settings(settings.rate_limits, enabled=settings.rate_limits_enabled)
         self.org_rates: OrgRates = NoOrgRates()
+        self.concurrency: ConcurrencyStore = RedisConcurrency(self.redis) if self.redis else MemoryConcurrency()
+        self.local_concurrency = MemoryConcurrency()  # when Redis is down: in-flight limits hold per process
+        self.shedder = LoadShedder(
+            max_in_flight=settings.max_in_flight, lag_soft=settings.shed_lag_soft, lag_hard=settings.shed_lag_hard
+        )
         throttle = FailureThrottle(self.limiter)
         self.sealer = Sealer.for_deployment(configured=settings.encryption_key, data_dir=settings.data_dir)
         self.mfa = MfaService(
@@ -124,6 +131,7 @@ class Platform:
         await self.passwords.prepare()
         await self.invalidation.start()
         await self.auth.start()
+        await self.shedder.start()
         if self.settings.embedded_worker if background is None else background:
             self.start_background()
 
@@ -150,6 +158,7 @@ class Platform:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._tasks.clear()
+        await self.shedder.stop()
         await self.auth.stop()
         await self.invalidation.stop()
         if self.redis is not None:

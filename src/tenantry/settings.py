@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     # e.g. {"api.principal": {"limit": 100, "period": 60, "burst": 20}, "costs": {"write": 3}}.
     rate_limits: str = ""
     rate_limits_enabled: bool = True
+    # In-flight requests: per principal (leases expire after 60 s if a process dies), and per process
+    # before low-priority traffic is shed (503), then normal traffic; shedding also starts when the
+    # event loop runs late by more than the soft (low) or hard (normal) lag, in seconds.
+    concurrent_requests_per_principal: int = 64
+    max_in_flight: int = 1000
+    shed_lag_soft: float = 0.1
+    shed_lag_hard: float = 0.3
 
     # Second factors. The key seals TOTP secrets at rest (32 bytes, base64url); unset, one is created
     # under the data dir. Several processes on several machines must share it, like the signing keys.

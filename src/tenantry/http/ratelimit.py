@@ -12,19 +12,26 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from redis.exceptions import RedisError
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenantry.core.ids import digest
 from tenantry.http.client_ip import client_ip
 from tenantry.http.problems import problem
+from tenantry.ratelimit.concurrency import ConcurrencyStore, Lease
 from tenantry.ratelimit.gcra import Decision, Rate
 from tenantry.ratelimit.limiter import LimiterUnavailable
 from tenantry.ratelimit.policies import LimitPolicy, Subject, org_in_path, route_group
+from tenantry.ratelimit.shedding import Priority
 
 if TYPE_CHECKING:
     from tenantry.platform import Platform
 
 API_KEY_PREFIX = "tnt_"
+LEASE_TTL = 60.0  # an in-flight slot held by a process that died frees itself after this
+# Who is shed first when the process is saturated: the console's pages, then the API; health never.
+PRIORITIES = {"console": Priority.LOW, "api": Priority.NORMAL, "auth": Priority.NORMAL, "login": Priority.NORMAL}
 Applied = list[tuple[LimitPolicy, Rate, Decision]]
 
 
@@ -54,6 +61,33 @@ def rate_limit_headers(applied: Applied) -> list[tuple[bytes, bytes]]:
     return [(b"ratelimit-policy", policies.encode()), (b"ratelimit", states.encode())]
 
 
+async def _acquire(platform: Platform, principal: str | None) -> tuple[ConcurrencyStore, Lease] | None:
+    """A lease on one of the principal's in-flight slots; with Redis down, a per-process one."""
+    if principal is None:
+        return None
+    limit = platform.settings.concurrent_requests_per_principal
+    try:
+        return platform.concurrency, await platform.concurrency.acquire(principal, limit=limit, ttl=LEASE_TTL)
+    except RedisError:
+        store = platform.local_concurrency
+        return store, await store.acquire(principal, limit=limit, ttl=LEASE_TTL)
+
+
+async def _release(store: ConcurrencyStore, lease: Lease) -> None:
+    try:
+        await store.release(lease)
+    except RedisError:  # the lease expires by itself
+        return
+
+
+def _refuse(
+    status: int, code: str, title: str, detail: str, *, wait: int = 1, extra: list[tuple[bytes, bytes]] | None = None
+) -> Response:
+    response = problem(status, code, title, detail, headers={"Retry-After": str(wait)})
+    response.raw_headers.extend(extra or [])
+    return response
+
+
 class RateLimits:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -65,24 +99,28 @@ class RateLimits:
         if platform is None or group is None or not platform.rate_limits.enabled:
             await self.app(scope, receive, send)
             return
+        if not platform.shedder.admit(PRIORITIES[group]):
+            await _refuse(503, "overloaded", "Overloaded", "The server is overloaded; try again shortly.")(
+                scope, receive, send
+            )
+            return
         try:
-            applied, refused = await self._check(platform, scope, group)
+            applied, refused, principal = await self._check(platform, scope, group)
         except LimiterUnavailable as exc:
-            response = problem(503, exc.code, exc.title, exc.detail, headers={"Retry-After": "1"})
-            await response(scope, receive, send)
+            await _refuse(503, exc.code, exc.title, exc.detail)(scope, receive, send)
             return
         extra = rate_limit_headers(applied) if applied else []
         if refused is not None:
-            wait = str(max(1, math.ceil(refused.retry_after)))
-            response = problem(
-                429,
-                "too_many_requests",
-                "Too many requests",
-                f"Slow down: try again in {wait} seconds.",
-                headers={"Retry-After": wait},
+            wait = max(1, math.ceil(refused.retry_after))
+            detail = f"Slow down: try again in {wait} seconds."
+            await _refuse(429, "too_many_requests", "Too many requests", detail, wait=wait, extra=extra)(
+                scope, receive, send
             )
-            response.raw_headers.extend(extra)
-            await response(scope, receive, send)
+            return
+        lease = await _acquire(platform, principal)
+        if lease is not None and not lease[1].granted:
+            detail = f"At most {lease[1].limit} requests at once per user or API key; wait for one to finish."
+            await _refuse(429, "too_many_requests", "Too many requests at once", detail)(scope, receive, send)
             return
 
         async def send_with_limits(message: Message) -> None:
@@ -90,9 +128,14 @@ class RateLimits:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        await self.app(scope, receive, send_with_limits)
+        try:
+            with platform.shedder.track():
+                await self.app(scope, receive, send_with_limits)
+        finally:
+            if lease is not None:
+                await _release(*lease)
 
-    async def _check(self, platform: Platform, scope: Scope, group: str) -> tuple[Applied, Decision | None]:
+    async def _check(self, platform: Platform, scope: Scope, group: str) -> tuple[Applied, Decision | None, str | None]:
         """Count the request against every policy of its group, stopping at the first refusal."""
         headers = _headers(scope)
         method, path = scope["method"], scope["path"]
@@ -123,5 +166,5 @@ class RateLimits:
             )
             applied.append((policy, rate, decision))
             if not decision.allowed:
-                return applied, decision
-        return applied, None
+                return applied, decision, None
+        return applied, None, subjects.get(Subject.PRINCIPAL)
