@@ -16,18 +16,21 @@ from rich.console import Console
 from bench import machine, wrk
 from bench.identity import BENCHMARKS as IDENTITY
 from bench.identity import Run
+from bench.ratelimit import bench_limits
 from bench.report import Report
 from bench.servers import Pinning
 from bench.tenancy import bench_members
 
-BENCHMARKS = {**IDENTITY, "members": bench_members}
+BENCHMARKS = {**IDENTITY, "members": bench_members, "limits": bench_limits}
 
 RESULTS = Path(__file__).resolve().parent / "results" / "identity.json"
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one benchmark: me (and its peer) or login")
+    parser.add_argument(
+        "--only", choices=sorted(BENCHMARKS), help="run one benchmark: me (and its peer), login, members or limits"
+    )
     parser.add_argument(
         "--duration", type=float, default=10.0, help="seconds per measurement, whole seconds for wrk (default 10)"
     )

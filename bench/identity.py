@@ -18,7 +18,7 @@ import os
 import secrets
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,17 +99,21 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def tenantry_server(run: Run, name: str, *, pinning: Pinning) -> Server:
-    """A ``tenantry serve --workers 1`` on its own temporary data dir and SQLite file."""
+def tenantry_server(run: Run, name: str, *, pinning: Pinning, env: Mapping[str, str] | None = None) -> Server:
+    """A ``tenantry serve --workers 1`` on its own temporary data dir and SQLite file.
+
+    ``env`` adds (or overrides) variables of the server's environment, e.g. ``TENANTRY_REDIS_URL``.
+    """
     port = free_port()
     data_dir = run.workdir / f"tenantry-{name}"
     data_dir.mkdir()
-    env = _clean_env(
-        TENANTRY_DATA_DIR=str(data_dir),
-        TENANTRY_DATABASE_URL=f"sqlite+aiosqlite:///{data_dir / 'tenantry.db'}",
-        TENANTRY_LOG_LEVEL="warning",
-        TENANTRY_BASE_URL=f"http://{HOST}:{port}",
-    )
+    variables = {
+        "TENANTRY_DATA_DIR": str(data_dir),
+        "TENANTRY_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'tenantry.db'}",
+        "TENANTRY_LOG_LEVEL": "warning",
+        "TENANTRY_BASE_URL": f"http://{HOST}:{port}",
+        **(env or {}),
+    }
     script = Path(sys.executable).with_name("tenantry")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "tenantry"]
     argv = [*command, "serve", "--host", HOST, "--port", str(port), "--workers", "1"]
@@ -117,7 +121,7 @@ def tenantry_server(run: Run, name: str, *, pinning: Pinning) -> Server:
         f"tenantry serve ({name})",
         pinning.server(argv),
         port=port,
-        env=env,
+        env=_clean_env(**variables),
         cwd=data_dir,
         log_path=run.workdir / f"tenantry-{name}.log",
     )
