@@ -29,6 +29,7 @@ from tenantry.identity.service import IdentityService
 from tenantry.mail import Message, build_mailer
 from tenantry.mail.outbox import MAIL_JOB
 from tenantry.perf.cache import FileInvalidation, Invalidation, RedisInvalidation
+from tenantry.ratelimit.batching import RedisBatcher
 from tenantry.ratelimit.concurrency import ConcurrencyStore, MemoryConcurrency, RedisConcurrency
 from tenantry.ratelimit.limiter import Limiter
 from tenantry.ratelimit.policies import NoOrgRates, OrgRates, Policies
@@ -66,7 +67,8 @@ class Platform:
             parallelism=settings.argon2_parallelism,
             threads=settings.password_hash_threads,
         )
-        self.limiter_store: LimiterStore = RedisStore(self.redis) if self.redis else MemoryStore()
+        self.batcher = RedisBatcher(self.redis) if self.redis else None
+        self.limiter_store: LimiterStore = RedisStore(self.redis, batcher=self.batcher) if self.redis else MemoryStore()
         self.auth = Authenticator(
             db=self.db,
             keys=self.keys,
@@ -78,7 +80,9 @@ class Platform:
         self.limiter = Limiter(self.limiter_store)
         self.rate_limits = Policies.from_settings(settings.rate_limits, enabled=settings.rate_limits_enabled)
         self.org_rates: OrgRates = NoOrgRates()
-        self.concurrency: ConcurrencyStore = RedisConcurrency(self.redis) if self.redis else MemoryConcurrency()
+        self.concurrency: ConcurrencyStore = (
+            RedisConcurrency(self.redis, batcher=self.batcher) if self.redis else MemoryConcurrency()
+        )
         self.local_concurrency = MemoryConcurrency()  # when Redis is down: in-flight limits hold per process
         self.shedder = LoadShedder(
             max_in_flight=settings.max_in_flight, lag_soft=settings.shed_lag_soft, lag_hard=settings.shed_lag_hard
@@ -161,6 +165,8 @@ class Platform:
         await self.shedder.stop()
         await self.auth.stop()
         await self.invalidation.stop()
+        if self.batcher is not None:
+            await self.batcher.close()
         if self.redis is not None:
             await self.redis.aclose()
         self.passwords.close()

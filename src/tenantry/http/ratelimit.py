@@ -9,6 +9,8 @@ or the API key), and the organization a path names.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -52,13 +54,18 @@ def _principal(platform: Platform, authorization: bytes | None) -> str | None:
     return f"user:{user}" if user else None
 
 
+@functools.lru_cache(maxsize=256)
+def _policy_header(policies: tuple[tuple[str, int, float], ...]) -> bytes:
+    return ", ".join(f'"{name}";q={limit};w={math.ceil(period)}' for name, limit, period in policies).encode()
+
+
 def rate_limit_headers(applied: Applied) -> list[tuple[bytes, bytes]]:
-    policies = ", ".join(f'"{p.name}";q={r.limit};w={math.ceil(r.period)}' for p, r, _ in applied)
+    policies = _policy_header(tuple((p.name, r.limit, r.period) for p, r, _ in applied))
     states = ", ".join(
         f'"{p.name}";r={d.remaining};t={math.ceil(d.retry_after if not d.allowed else d.reset_after)}'
         for p, _, d in applied
     )
-    return [(b"ratelimit-policy", policies.encode()), (b"ratelimit", states.encode())]
+    return [(b"ratelimit-policy", policies), (b"ratelimit", states.encode())]
 
 
 async def _acquire(platform: Platform, principal: str | None) -> tuple[ConcurrencyStore, Lease] | None:
@@ -104,20 +111,29 @@ class RateLimits:
                 scope, receive, send
             )
             return
+        plan, principal = _plan(platform, scope, group)
+        cost = platform.rate_limits.cost(scope["method"], scope["path"])
+        lease: tuple[ConcurrencyStore, Lease] | None = None
         try:
-            applied, refused, principal = await self._check(platform, scope, group)
+            if platform.batcher is None:
+                applied, refused = await _judge_in_turn(platform, plan, cost)
+            else:
+                applied, refused, lease = await _judge_together(platform, plan, cost, principal)
         except LimiterUnavailable as exc:
             await _refuse(503, exc.code, exc.title, exc.detail)(scope, receive, send)
             return
         extra = rate_limit_headers(applied) if applied else []
         if refused is not None:
+            if lease is not None:
+                await _release(*lease)
             wait = max(1, math.ceil(refused.retry_after))
             detail = f"Slow down: try again in {wait} seconds."
             await _refuse(429, "too_many_requests", "Too many requests", detail, wait=wait, extra=extra)(
                 scope, receive, send
             )
             return
-        lease = await _acquire(platform, principal)
+        if platform.batcher is None:
+            lease = await _acquire(platform, principal)
         if lease is not None and not lease[1].granted:
             detail = f"At most {lease[1].limit} requests at once per user or API key; wait for one to finish."
             await _refuse(429, "too_many_requests", "Too many requests at once", detail)(scope, receive, send)
@@ -135,36 +151,55 @@ class RateLimits:
             if lease is not None:
                 await _release(*lease)
 
-    async def _check(self, platform: Platform, scope: Scope, group: str) -> tuple[Applied, Decision | None, str | None]:
-        """Count the request against every policy of its group, stopping at the first refusal."""
-        headers = _headers(scope)
-        method, path = scope["method"], scope["path"]
-        peer = scope["client"][0] if scope.get("client") else None
-        forwarded = headers.get(b"x-forwarded-for")
-        subjects: dict[Subject, str | None] = {
-            Subject.IP: client_ip(peer, forwarded.decode("latin-1") if forwarded else None, platform.trusted_proxies),
-        }
-        org = org_in_path(path)
-        cost = platform.rate_limits.cost(method, path)
-        applied: Applied = []
-        for policy in platform.rate_limits.for_group(group):
-            if policy.by is Subject.PRINCIPAL and Subject.PRINCIPAL not in subjects:
-                subjects[Subject.PRINCIPAL] = _principal(platform, headers.get(b"authorization"))
-            subject = str(org) if policy.by is Subject.ORG and org else subjects.get(policy.by)
-            if not subject:
-                continue
-            rate = (
-                platform.org_rates.rate_for(org, policy) if org and policy.by is Subject.ORG else None
-            ) or policy.rate
-            decision = await platform.limiter.hit(
-                f"{policy.name}:{subject}",
-                rate,
-                cost=cost,
-                fail_closed=policy.fail_closed,
-                policy=policy.name,
-                shadow=policy.shadow,
-            )
-            applied.append((policy, rate, decision))
-            if not decision.allowed:
-                return applied, decision, None
-        return applied, None, subjects.get(Subject.PRINCIPAL)
+
+Plan = list[tuple[LimitPolicy, Rate, str]]
+
+
+def _plan(platform: Platform, scope: Scope, group: str) -> tuple[Plan, str | None]:
+    """Which budgets this request spends: (policy, rate, key) for each policy of its group that can name
+    a subject, and the principal (for the in-flight cap)."""
+    headers = _headers(scope)
+    peer = scope["client"][0] if scope.get("client") else None
+    forwarded = headers.get(b"x-forwarded-for")
+    ip = client_ip(peer, forwarded.decode("latin-1") if forwarded else None, platform.trusted_proxies)
+    org = org_in_path(scope["path"])
+    principal: str | None = None
+    plan: Plan = []
+    for policy in platform.rate_limits.for_group(group):
+        if policy.by is Subject.PRINCIPAL:
+            principal = _principal(platform, headers.get(b"authorization"))
+            subject = principal
+        else:
+            subject = ip if policy.by is Subject.IP else (str(org) if org else None)
+        if subject:
+            plan_rate = platform.org_rates.rate_for(org, policy) if org and policy.by is Subject.ORG else None
+            plan.append((policy, plan_rate or policy.rate, f"{policy.name}:{subject}"))
+    return plan, principal
+
+
+async def _judge(platform: Platform, policy: LimitPolicy, rate: Rate, key: str, cost: int) -> Decision:
+    return await platform.limiter.hit(
+        key, rate, cost=cost, fail_closed=policy.fail_closed, policy=policy.name, shadow=policy.shadow
+    )
+
+
+async def _judge_in_turn(platform: Platform, plan: Plan, cost: int) -> tuple[Applied, Decision | None]:
+    """In process: one budget after another, stopping at the first refusal."""
+    applied: Applied = []
+    for policy, rate, key in plan:
+        decision = await _judge(platform, policy, rate, key, cost)
+        applied.append((policy, rate, decision))
+        if not decision.allowed:
+            return applied, decision
+    return applied, None
+
+
+async def _judge_together(
+    platform: Platform, plan: Plan, cost: int, principal: str | None
+) -> tuple[Applied, Decision | None, tuple[ConcurrencyStore, Lease] | None]:
+    """On Redis: every budget and the in-flight lease at once, so they share one pipeline."""
+    judging = asyncio.gather(*(_judge(platform, policy, rate, key, cost) for policy, rate, key in plan))
+    decisions, lease = await asyncio.gather(judging, _acquire(platform, principal))
+    applied: Applied = [(p, r, d) for (p, r, _), d in zip(plan, decisions, strict=True)]
+    refused = next((d for d in decisions if not d.allowed), None)
+    return applied, refused, lease

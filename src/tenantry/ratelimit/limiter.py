@@ -8,7 +8,9 @@ and counted, and nothing answers 500. A policy in shadow mode is counted and rep
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import Any
 
 import structlog
 from prometheus_client import Counter
@@ -23,6 +25,12 @@ CHECKS = Counter("tenantry_ratelimit_checks_total", "Rate-limit checks by policy
 STORE_FAILURES = Counter(
     "tenantry_ratelimit_store_failures_total", "Checks the shared store could not answer, by what followed.", ["then"]
 )
+
+
+@functools.cache
+def _counter(policy: str, outcome: str) -> Any:
+    """The labelled child counter, looked up once (``labels()`` costs a lock and a dict per call)."""
+    return CHECKS.labels(policy, outcome)
 
 
 class LimiterUnavailable(Unavailable):
@@ -62,7 +70,7 @@ class Limiter:
             decision = await self.fallback.hit(key, rate, cost=cost, peek=peek)
         if policy and not peek:
             outcome = "allowed" if decision.allowed else ("shadow_refused" if shadow else "refused")
-            CHECKS.labels(policy, outcome).inc()
+            _counter(policy, outcome).inc()
         if shadow and not decision.allowed:
             log.info("ratelimit.shadow_refusal", policy=policy, key=key)
             return Decision(True, 0, 0.0, decision.reset_after)

@@ -100,6 +100,8 @@ class Policies:
         return tuple(p for p in self.policies if p.group == group)
 
     def cost(self, method: str, path: str) -> int:
+        if path.startswith(_LOGIN):
+            return self.costs["read"]  # a sign-in attempt is one attempt, whatever its method
         if method in WRITES and (path.startswith(_MAILS) or path.endswith(("/invitations", "/resend"))):
             return self.costs["mail"]
         return self.costs["write" if method in WRITES else "read"]

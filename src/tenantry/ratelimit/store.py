@@ -13,6 +13,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tenantry.ratelimit.batching import RedisBatcher
 from tenantry.ratelimit.gcra import Decision, Rate, decide
 
 log = structlog.get_logger(__name__)
@@ -85,15 +86,21 @@ class RedisStore:
     """Limiter state in Redis, shared by every process: one EVALSHA per check. Raises
     ``StoreUnavailable`` when Redis cannot be reached (see ``Limiter`` for what follows)."""
 
-    def __init__(self, redis: Redis, *, prefix: str = "tenantry:rl:") -> None:
+    def __init__(self, redis: Redis, *, prefix: str = "tenantry:rl:", batcher: RedisBatcher | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
         self.script = redis.register_script(_GCRA_LUA)
+        # With a batcher, the checks of requests arriving together share one pipeline (one round trip).
+        self.batcher = batcher
 
     async def hit(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
         args = [rate.emission_interval, rate.tolerance, cost, "1" if peek else "0"]
         try:
-            allowed, remaining, retry_after, reset_after = await self.script(keys=[self.prefix + key], args=args)
+            if self.batcher is not None:
+                reply = await self.batcher.run(self.script, self.prefix + key, *args)
+            else:
+                reply = await self.script(keys=[self.prefix + key], args=args)
+            allowed, remaining, retry_after, reset_after = reply
         except RedisError as exc:
             raise StoreUnavailable(repr(exc)) from exc
         return Decision(bool(allowed), int(remaining), float(retry_after), float(reset_after))
