@@ -19,6 +19,7 @@ from tenantry.http.problems import internal_error, problem
 
 log = structlog.get_logger("tenantry.access")
 
+EXTRA_HEADERS = "tenantry.response_headers"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -51,7 +52,9 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 started_response = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
+                # Inner layers (the rate limits) leave their response headers in the scope: one wrapper
+                # of ``send`` per request instead of one per layer.
+                message["headers"] = [*message.get("headers", []), header, *scope.get(EXTRA_HEADERS, ())]
             await send(message)
 
         try:

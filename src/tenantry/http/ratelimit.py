@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tenantry.core.ids import digest
 from tenantry.http.client_ip import client_ip
+from tenantry.http.middleware import EXTRA_HEADERS
 from tenantry.http.problems import problem
 from tenantry.ratelimit.concurrency import ConcurrencyStore, Lease
 from tenantry.ratelimit.gcra import Decision, Rate
@@ -139,14 +140,11 @@ class RateLimits:
             await _refuse(429, "too_many_requests", "Too many requests at once", detail)(scope, receive, send)
             return
 
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
+        scope[EXTRA_HEADERS] = extra  # RequestContext adds them as the response starts
 
         try:
             with platform.shedder.track():
-                await self.app(scope, receive, send_with_limits)
+                await self.app(scope, receive, send)
         finally:
             if lease is not None:
                 await _release(*lease)
