@@ -142,10 +142,11 @@ class RateLimits:
 
         scope[EXTRA_HEADERS] = extra  # RequestContext adds them as the response starts
 
+        platform.shedder.enter()
         try:
-            with platform.shedder.track():
-                await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
         finally:
+            platform.shedder.leave()
             if lease is not None:
                 await _release(*lease)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -95,9 +95,16 @@ class Policies:
     policies: tuple[LimitPolicy, ...]
     costs: dict[str, int]
     enabled: bool = True
+    _groups: dict[str, tuple[LimitPolicy, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        groups: dict[str, tuple[LimitPolicy, ...]] = {}
+        for policy in self.policies:
+            groups[policy.group] = (*groups.get(policy.group, ()), policy)
+        object.__setattr__(self, "_groups", groups)  # asked on every request: worked out once
 
     def for_group(self, group: str) -> tuple[LimitPolicy, ...]:
-        return tuple(p for p in self.policies if p.group == group)
+        return self._groups.get(group, ())
 
     def cost(self, method: str, path: str) -> int:
         if path.startswith(_LOGIN):
