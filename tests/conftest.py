@@ -13,6 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
@@ -29,6 +30,9 @@ from tenantry.db.base import Base
 from tenantry.platform import Platform
 from tenantry.settings import Settings
 from tests.limits import GENEROUS_LIMITS
+
+if TYPE_CHECKING:
+    from tests.servers import Fleet
 from tests.mailsink import MailSink
 
 PG_ADMIN_URL = os.environ.get("TENANTRY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -142,6 +146,16 @@ def settings(database_url: str, tmp_path: Path, mail: MailSink) -> Settings:
         base_url="http://testserver",
         log_level="warning",
     )
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """Real ``tenantry serve`` processes of the test's own, all stopped when it ends."""
+    from tests.servers import Fleet as Fleet_  # tests.servers imports this module: import when asked
+
+    servers = Fleet_(tmp_path)
+    yield servers
+    servers.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import dataclasses
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,6 @@ from tests.servers import BASE_URL, Fleet, tenantry, tenantry_env
 pytestmark = pytest.mark.slow
 
 HEAD = migrate.head_revision()
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    servers = Fleet(tmp_path)
-    yield servers
-    servers.stop()
 
 
 @pytest.fixture

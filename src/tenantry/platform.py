@@ -92,7 +92,7 @@ class Platform:
         self.mfa = MfaService(
             db=self.db, config=config, sealer=self.sealer, throttle=throttle, auth=self.auth, keys=self.keys
         )
-        self.passkeys = PasskeyService(db=self.db, config=config, mfa=self.mfa, auth=self.auth)
+        self.passkeys = PasskeyService(db=self.db, config=config, mfa=self.mfa)
         self.identity = IdentityService(
             db=self.db,
             config=config,

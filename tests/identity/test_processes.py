@@ -9,7 +9,6 @@ cluster with separate disks (Redis pub/sub), and the workers of one ``serve --wo
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +21,6 @@ from tests.factories.identity import Account, signed_in, signup
 from tests.servers import BASE_URL, Fleet, Server, tenantry_env
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    servers = Fleet(tmp_path)
-    yield servers
-    servers.stop()
 
 
 async def me(http: httpx.AsyncClient, account: Account) -> int:

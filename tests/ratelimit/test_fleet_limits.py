@@ -27,13 +27,6 @@ PROBLEM_JSON = "application/problem+json"
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    servers = Fleet(tmp_path)
-    yield servers
-    servers.stop()
-
-
-@pytest.fixture
 def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A redis-server of this test's own (its URL and process), which the test may kill; never the machine's."""
     port = free_port()

@@ -47,7 +47,6 @@ from tenantry.core.errors import InvalidInput, NotFound
 from tenantry.core.ids import new_id
 from tenantry.db.engine import Database
 from tenantry.events.outbox import emit
-from tenantry.identity.auth import Authenticator
 from tenantry.identity.config import IdentityConfig
 from tenantry.identity.errors import InvalidCredential, PasskeyRejected
 from tenantry.identity.events import USER_PASSKEY_ADDED, USER_PASSKEY_REMOVED
@@ -75,11 +74,10 @@ _SELECTION = AuthenticatorSelectionCriteria(
 
 
 class PasskeyService:
-    def __init__(self, *, db: Database, config: IdentityConfig, mfa: MfaService, auth: Authenticator) -> None:
+    def __init__(self, *, db: Database, config: IdentityConfig, mfa: MfaService) -> None:
         self.db = db
         self.config = config
         self.mfa = mfa
-        self.auth = auth
 
     # -- managing one's passkeys ------------------------------------------------------------------------
     async def registration_options(self, *, user: UserView) -> dict[str, Any]:

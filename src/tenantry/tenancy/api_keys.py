@@ -25,9 +25,8 @@ from tenantry.tenancy import policy
 from tenantry.tenancy.errors import UnknownRole
 from tenantry.tenancy.events import API_KEY_CREATED, API_KEY_REVOKED, target
 from tenantry.tenancy.models import ApiKey
-from tenantry.tenancy.orgs import uuid_cursor
 from tenantry.tenancy.policy import Caller, Policy
-from tenantry.tenancy.views import Page
+from tenantry.tenancy.views import Page, uuid_cursor
 
 PREFIX = "tnt_"
 TOUCH_EVERY = timedelta(seconds=60)

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from tenantry.http.deps import CallerDep, PlatformDep
-from tenantry.tenancy import roles_schemas as schemas
+from tenantry.tenancy import audit_schemas as schemas
 
 router = APIRouter(prefix="/v1", tags=["organizations"])
 Cursor = Annotated[str | None, Query(max_length=200)]

@@ -17,8 +17,8 @@ from sqlalchemy import Row, select
 from tenantry.db.engine import Database
 from tenantry.identity import directory
 from tenantry.tenancy.models import AuditEntry
-from tenantry.tenancy.orgs import Page, uuid_cursor
 from tenantry.tenancy.policy import Caller, Policy
+from tenantry.tenancy.views import Page, uuid_cursor
 
 
 @dataclass(frozen=True, slots=True)

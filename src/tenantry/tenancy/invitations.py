@@ -39,9 +39,10 @@ from tenantry.tenancy.errors import (
 )
 from tenantry.tenancy.events import INVITATION_ACCEPTED, INVITATION_CREATED, INVITATION_REVOKED, target
 from tenantry.tenancy.models import Invitation, Membership, Organization
-from tenantry.tenancy.orgs import Page, add_member, uuid_cursor
+from tenantry.tenancy.orgs import add_member
 from tenantry.tenancy.policy import Access, Caller, Policy
 from tenantry.tenancy.teams import add_to_teams, find_teams
+from tenantry.tenancy.views import Page, uuid_cursor
 
 PENDING, ACCEPTED, REVOKED, EXPIRED = "pending", "accepted", "revoked", "expired"
 

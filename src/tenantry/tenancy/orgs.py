@@ -37,9 +37,7 @@ from tenantry.tenancy.events import (
 )
 from tenantry.tenancy.models import Membership, Organization
 from tenantry.tenancy.policy import Caller, Policy
-from tenantry.tenancy.views import MemberView as MemberView
-from tenantry.tenancy.views import OrgView as OrgView
-from tenantry.tenancy.views import Page as Page
+from tenantry.tenancy.views import MemberView, OrgView, Page, uuid_cursor
 
 PAGES_KEPT = 32
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -81,15 +79,6 @@ def _check_domains(domains: list[str]) -> list[str]:
     if bad:
         raise InvalidInput(f"Not an email domain: {', '.join(bad)}.", field="allowed_email_domains")
     return cleaned
-
-
-def uuid_cursor(cursor: str | None) -> uuid.UUID | None:
-    if not cursor:
-        return None
-    try:
-        return uuid.UUID(cursor)
-    except ValueError as exc:
-        raise InvalidInput("This cursor is not one we gave out.", field="cursor") from exc
 
 
 class OrgService:

@@ -1,10 +1,7 @@
-"""Request and response shapes of custom roles and the audit log (kept apart from schemas.py, which
-other work edits at the same time)."""
+"""Request and response shapes of custom roles."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -38,28 +35,3 @@ class Role(BaseModel):
 
 class RoleList(BaseModel):
     items: list[Role]
-
-
-class AuditActor(BaseModel):
-    type: str = Field(description='"user", "api_key" or "system".')
-    id: str | None
-    email: str | None = Field(default=None, description="A user's address (users only).")
-
-
-class AuditTarget(BaseModel):
-    type: str
-    id: str | None
-
-
-class AuditEntry(BaseModel):
-    id: uuid.UUID
-    action: str
-    actor: AuditActor
-    target: AuditTarget | None
-    ip: str | None
-    at: datetime
-
-
-class AuditPage(BaseModel):
-    items: list[AuditEntry]
-    next_cursor: str | None

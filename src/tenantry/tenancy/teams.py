@@ -34,8 +34,8 @@ from tenantry.tenancy.events import (
     target,
 )
 from tenantry.tenancy.models import Membership, Team, TeamMember
-from tenantry.tenancy.orgs import Page, uuid_cursor
 from tenantry.tenancy.policy import Access, Caller, Policy
+from tenantry.tenancy.views import Page, uuid_cursor
 
 MAINTAINER, MEMBER = "maintainer", "member"
 TEAM_ROLES = (MAINTAINER, MEMBER)

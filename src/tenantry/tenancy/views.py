@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from tenantry.core.errors import InvalidInput
 from tenantry.tenancy.models import Organization
 
 T = TypeVar("T")
@@ -50,3 +51,13 @@ class MemberView:
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+def uuid_cursor(cursor: str | None) -> uuid.UUID | None:
+    """The position a page's ``next_cursor`` gave out (the last id seen). Raises ``InvalidInput``."""
+    if not cursor:
+        return None
+    try:
+        return uuid.UUID(cursor)
+    except ValueError as exc:
+        raise InvalidInput("This cursor is not one we gave out.", field="cursor") from exc
