@@ -155,7 +155,8 @@ class MfaService:
             await tx.execute(delete(TotpFactor).where(TotpFactor.user_id == user_id))
             await tx.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
             user.mfa_enabled_at, user.updated_at = None, utcnow()
-            await emit(tx, USER_MFA_DISABLED, data={"user": user_data(user), "method": TOTP}, actor=actor)
+            data = {"user": user_data(user), "method": TOTP, "reason": "disabled_by_user"}
+            await emit(tx, USER_MFA_DISABLED, data=data, actor=actor)
         await self.auth.forget_user(user_id)
 
     async def regenerate_recovery_codes(self, *, user_id: uuid.UUID, code: str, actor: Actor) -> list[str]:

@@ -140,8 +140,9 @@ class ApiKeyService:
             if row is None or row.org_id != org_id or row.revoked_at is not None:
                 raise NotFound("No such API key.")
             row.revoked_at = utcnow()
+            permissions = sorted(await self._permissions(tx, row) or frozenset())
             data = {
-                "api_key": {"id": str(row.id), "name": row.name, "prefix": row.prefix},
+                "api_key": {"id": str(row.id), "name": row.name, "prefix": row.prefix, "permissions": permissions},
                 "target": target("api_key", row.id),
             }
             await emit(tx, API_KEY_REVOKED, data=data, actor=caller.actor, org_id=org_id)

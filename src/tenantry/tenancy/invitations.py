@@ -152,7 +152,8 @@ class InvitationService:
             row = await _open(tx, org_id, invitation_id)
             policy.ensure_within(access, await policy.role_permissions(tx, org_id, row.role) or frozenset())
             await _change_open(tx, row, revoked_at=utcnow())
-            await emit(tx, INVITATION_REVOKED, data=_data(row), actor=caller.actor, org_id=org_id)
+            data = {**_data(row), "reason": "revoked"}
+            await emit(tx, INVITATION_REVOKED, data=data, actor=caller.actor, org_id=org_id)
 
     async def resend(self, *, caller: Caller, org_id: uuid.UUID, invitation_id: uuid.UUID) -> InvitationView:
         """Mail a new token with a new expiry (the old token dies); works on an expired invitation too.
