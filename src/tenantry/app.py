@@ -25,6 +25,7 @@ from tenantry.tenancy.audit_api import router as audit_router
 from tenantry.tenancy.invitations_api import router as invitations_router
 from tenantry.tenancy.roles_api import router as roles_router
 from tenantry.tenancy.teams_api import router as teams_router
+from tenantry.webhooks.api import router as webhooks_router
 
 
 def create_app(settings: Settings | None = None, *, access_log: bool = True) -> FastAPI:
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, access_log: bool = True) -> 
     app.include_router(teams_router)
     app.include_router(invitations_router)
     app.include_router(audit_router)
+    app.include_router(webhooks_router)
     console.install(app, settings)  # last: the console's `/` pages never shadow the routes above
     app.add_middleware(RateLimits)  # inside RequestContext: refusals carry the request id
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, access_log=access_log)

@@ -1,9 +1,11 @@
-"""The ``tenantry`` command: serve, worker, migrate, keys, mail."""
+"""The ``tenantry`` command: serve, worker, migrate, keys, mail, users, webhooks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -18,6 +20,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(mail_app, name="mail")
 users_app = typer.Typer(help="Accounts, for operators.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+webhooks_app = typer.Typer(help="Webhook deliveries, for operators.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
 console = Console()
 err = Console(stderr=True)
 
@@ -86,7 +90,7 @@ def serve(
 
 @app.command()
 def worker(once: bool = typer.Option(False, help="Do what is pending, then exit.")) -> None:
-    """Run background work (event dispatch, mail, later webhooks) without serving HTTP."""
+    """Run background work (event dispatch, mail, webhook deliveries) without serving HTTP."""
     from tenantry.observability.logging import configure
     from tenantry.platform import Platform
 
@@ -137,6 +141,49 @@ def users_reset_mfa(email: str = typer.Argument(..., help="The account's email a
         console.print(f"Two-factor authentication is off for {email}; they sign in with their password now.")
     else:
         console.print(f"{email} had no two-factor authentication; nothing changed.")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    org: uuid.UUID = typer.Option(..., "--org", help="The organization's id."),
+    status: str = typer.Option("", help="Only deliveries in this state: pending, succeeded or failed."),
+    last: int = typer.Option(50, min=1, max=1000, help="How many of the newest deliveries to show."),
+) -> None:
+    """List an organization's recent webhook deliveries, newest first, with their last attempt."""
+    from tenantry.platform import Platform
+
+    if status not in ("", "pending", "succeeded", "failed"):
+        err.print("--status is one of pending, succeeded, failed.")
+        raise typer.Exit(code=2)
+    settings = Settings()
+    _check_migrated(settings)
+
+    async def run() -> list[Any]:
+        platform = Platform(settings)
+        await platform.start(background=False)
+        try:
+            return await platform.webhooks.recent_for_operator(org_id=org, status=status or None, limit=last)
+        finally:
+            await platform.stop()
+
+    found = asyncio.run(run())
+    if not found:
+        console.print("No deliveries.")
+        return
+    table = Table("made at", "event", "endpoint", "status", "attempts", "last answer", "next attempt")
+    for url, d in found:
+        last_attempt = d.attempts[-1] if d.attempts else None
+        answer = "" if last_attempt is None else str(last_attempt.response_status or last_attempt.error or "")
+        table.add_row(
+            f"{d.created_at:%Y-%m-%d %H:%M:%S}",
+            d.event_type,
+            url,
+            d.status,
+            str(len(d.attempts)),
+            answer[:60],
+            f"{d.next_attempt_at:%H:%M:%S}" if d.next_attempt_at else "",
+        )
+    console.print(table)
 
 
 @keys_app.command("rotate")

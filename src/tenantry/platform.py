@@ -45,6 +45,9 @@ from tenantry.tenancy.orgs import OrgService
 from tenantry.tenancy.policy import Policy
 from tenantry.tenancy.roles import RoleService
 from tenantry.tenancy.teams import TeamService
+from tenantry.webhooks import fanout
+from tenantry.webhooks.delivery import Deliverer, DeliveryConfig
+from tenantry.webhooks.service import WebhookService
 
 log = structlog.get_logger(__name__)
 
@@ -112,8 +115,23 @@ class Platform:
         )
         self.audit_log = AuditLogService(db=self.db, policy=self.policy)
         self.mailer = build_mailer(smtp_url=settings.smtp_url, data_dir=settings.data_dir, sender=settings.mail_from)
+        self.webhooks = WebhookService(
+            db=self.db,
+            policy=self.policy,
+            sealer=self.sealer,
+            require_https=settings.env == "prod",
+            allow_private=settings.webhook_allow_private,
+        )
+        self.deliverer = Deliverer(
+            self.db,
+            sealer=self.sealer,
+            limiter=self.limiter,
+            config=DeliveryConfig.from_settings(settings),
+            node_id=self.node_id,
+        )
         self.dispatcher = Dispatcher(self.db, node_id=self.node_id)
         self.dispatcher.register(audit.CONSUMER, audit.record)
+        self.dispatcher.register(fanout.CONSUMER, fanout.unscoped_fan_out)
         self.jobs = JobRunner(self.db, node_id=self.node_id)
         self.jobs.register(MAIL_JOB, self._send_mail, erase_payload=True)
         self.db.on_commit(self._wake)
@@ -127,6 +145,8 @@ class Platform:
             self.dispatcher.wake()
         if info.get("jobs"):
             self.jobs.wake()
+        if info.get(fanout.WOKEN):
+            self.deliverer.wake()
 
     async def start(self, *, background: bool | None = None) -> None:
         """Load keys, start listening for invalidations and, unless told otherwise, the background work."""
@@ -143,18 +163,20 @@ class Platform:
         self._tasks += [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.jobs.run(), name="jobs"),
+            asyncio.create_task(self.deliverer.run(), name="webhooks"),
         ]
 
     async def drain(self) -> None:
         """Run the dispatcher and the jobs until nothing is left to do (tests, ``worker --once``)."""
         await self.dispatcher.drain()
-        while await self.dispatcher.run_once() or await self.jobs.run_once():
+        while await self.dispatcher.run_once() or await self.jobs.run_once() or await self.deliverer.drain():
             pass
 
     async def stop(self, *, grace: float = 10.0) -> None:
         """Let background work finish what it holds (up to ``grace`` seconds), then release everything."""
         self.dispatcher.request_stop()
         self.jobs.request_stop()
+        self.deliverer.request_stop()
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=grace)
             for task in late:
@@ -162,6 +184,7 @@ class Platform:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._tasks.clear()
+        await self.deliverer.close()
         await self.shedder.stop()
         await self.auth.stop()
         await self.invalidation.stop()

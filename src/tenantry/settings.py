@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     # Organizations
     invitation_ttl_seconds: int = 7 * 24 * 3600
 
+    # Webhooks. Seconds to wait before each retry (jittered by ±10%); after the last one a delivery has failed.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_seconds: float = 15.0  # a 2xx must arrive within this; then the attempt has failed
+    # Loopback, private, link-local and metadata addresses are refused unless this is set (tests, private networks).
+    webhook_allow_private: bool = False
+    webhook_concurrency: int = 256  # requests in flight per delivering process
+    webhook_concurrency_per_endpoint: int = 32  # per endpoint and process: a slow receiver holds only its own
+    webhook_disable_after_seconds: int = 5 * 24 * 3600  # an endpoint that has only failed for this long is disabled
+    webhook_response_body_limit: int = 64 * 1024  # bytes of a response read and kept in the log
+
     # Caches on the request path
     token_cache_size: int = 50_000
     session_cache_size: int = 50_000
@@ -97,6 +107,17 @@ class Settings(BaseSettings):
     @cached_property
     def should_auto_migrate(self) -> bool:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @cached_property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """The retry schedule in seconds (validated at start: a malformed one stops the process)."""
+        try:
+            delays = tuple(float(part) for part in self.webhook_retry_schedule.split(",") if part.strip())
+        except ValueError as exc:
+            raise ValueError(f"TENANTRY_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds: {exc}") from exc
+        if any(d < 0 for d in delays):
+            raise ValueError("TENANTRY_WEBHOOK_RETRY_SCHEDULE cannot hold negative delays")
+        return delays
 
     @cached_property
     def issuer(self) -> str:

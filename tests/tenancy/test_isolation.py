@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from tenantry.platform import Platform
+from tenantry.settings import Settings
 from tests.factories.identity import Account
 from tests.factories.tenancy import (
     Org,
@@ -39,6 +40,9 @@ BODIES: dict[str, dict[str, object]] = {
     "TeamUpdate": {"name": "Probe"},
     "TeamMemberAdd": {"user_id": "<user_id>", "role": "member"},
     "InvitationCreate": {"email": "probe@example.com", "role": "member"},
+    "EndpointCreate": {"url": "http://127.0.0.1:9/probe"},
+    "EndpointUpdate": {"url": "http://127.0.0.1:9/taken-over", "enabled": False},
+    "Recover": {"since": "2026-01-01T00:00:00Z"},
 }
 PARAM = re.compile(r"{(\w+)}")
 
@@ -65,6 +69,12 @@ async def _victim(client: httpx.AsyncClient, platform: Platform) -> Victim:
     key = await create_api_key(client, org, name="victim-key")
     role = await create_role(client, org, "victim-role", ["org.read"])
     invitation = await invite(client, org, "invited-victim@example.com")
+    endpoint = await client.post(
+        org.path("/webhooks"), json={"url": "http://127.0.0.1:9/victim-hook"}, headers=org.owner.headers
+    )
+    await client.post(org.path(f"/webhooks/{endpoint.json()['id']}/test"), headers=org.owner.headers)
+    await platform.drain()
+    deliveries = await client.get(org.path(f"/webhooks/{endpoint.json()['id']}/deliveries"), headers=org.owner.headers)
     ids = {
         "org_id": org.id,
         "user_id": member.user_id,
@@ -72,9 +82,11 @@ async def _victim(client: httpx.AsyncClient, platform: Platform) -> Victim:
         "key_id": str(key["id"]),
         "key": str(role["key"]),
         "invitation_id": str(invitation["id"]),
+        "endpoint_id": endpoint.json()["id"],
+        "delivery_id": deliveries.json()["items"][0]["id"],
     }
     secrets = ["Victim Industries", org.slug, org.owner.email, member.email, "Victim secret team",
-               str(key["prefix"]), "invited-victim@example.com"]  # fmt: skip
+               str(key["prefix"]), "invited-victim@example.com", "victim-hook", endpoint.json()["secret"]]  # fmt: skip
     return Victim(org, member, ids, secrets)
 
 
@@ -101,6 +113,8 @@ async def _snapshot(client: httpx.AsyncClient, victim: Victim) -> dict[str, obje
         "/roles",
         "/api-keys",
         "/invitations",
+        "/webhooks",
+        f"/webhooks/{victim.ids['endpoint_id']}/secret",
         f"/teams/{victim.ids['team_id']}/members",
     ):
         response = await client.get(victim.org.path(part), headers=victim.org.owner.headers)
@@ -138,6 +152,12 @@ async def _probe(
             if leaked:
                 failures.append(f"{where}: the answer carries {leaked}")
     return failures
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The victim's webhook endpoint listens on loopback (port 9, where nothing answers)."""
+    return settings.model_copy(update={"webhook_allow_private": True, "webhook_timeout_seconds": 1.0})
 
 
 @pytest.mark.parametrize("as_", ["user", "api_key"])

@@ -13,12 +13,15 @@ from sqlalchemy.exc import DBAPIError
 from tenantry.db import scope
 from tenantry.db.base import Base
 from tenantry.platform import Platform
-from tenantry.tenancy.models import ORG_SCOPED_TABLES, Membership, Organization, Team
+from tenantry.tenancy import models as tenancy
+from tenantry.tenancy.models import Membership, Organization, Team
+from tenantry.webhooks import models as webhooks
 from tests.factories.tenancy import add_member, create_org
 
 postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 # Tables with an org_id that are not tenant data: the outbox names an event's organization to route it.
 NOT_TENANT_DATA = {"events_outbox"}
+ORG_SCOPED_TABLES = tenancy.ORG_SCOPED_TABLES + webhooks.ORG_SCOPED_TABLES
 
 
 def test_every_table_with_an_organization_is_org_scoped() -> None:

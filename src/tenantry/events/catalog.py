@@ -15,7 +15,7 @@ import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 
@@ -56,11 +56,17 @@ def _open_to_additions(schema: Any) -> Any:
     return schema
 
 
+Scope = Literal["organization", "user"]
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
     description: str
     data: type[BaseModel]  # the shape of the event's ``data``
+    # "organization": happens inside one, and its webhook endpoints hear it. "user": about a person
+    # across organizations (signing in, a profile): no organization's endpoint is sent it.
+    scope: Scope = "organization"
 
     @functools.cached_property
     def schema(self) -> dict[str, Any]:
@@ -74,7 +80,8 @@ class EventType:
 EVENT_TYPES: dict[str, EventType] = {}
 
 
-def register(name: str, description: str, data: type[BaseModel]) -> str:
-    """Declare an event type and the model its ``data`` follows; returns its name so domains keep it as a constant."""
-    EVENT_TYPES[name] = EventType(name, description, data)
+def register(name: str, description: str, data: type[BaseModel], *, scope: Scope = "organization") -> str:
+    """Declare an event type, the model its ``data`` follows and its scope (see ``EventType``); returns its
+    name so domains keep it as a constant."""
+    EVENT_TYPES[name] = EventType(name, description, data, scope)
     return name

@@ -139,23 +139,31 @@ class SessionRevokedEvent(EventData):
     )
 
 
-USER_CREATED = register("user.created", "A person signed up.", UserEvent)
-USER_UPDATED = register("user.updated", "A user's profile changed.", UserUpdatedEvent)
-USER_EMAIL_VERIFIED = register("user.email_verified", "A user proved they own their email address.", UserEvent)
+USER_CREATED = register("user.created", "A person signed up.", UserEvent, scope="user")
+USER_UPDATED = register("user.updated", "A user's profile changed.", UserUpdatedEvent, scope="user")
+USER_EMAIL_VERIFIED = register(
+    "user.email_verified", "A user proved they own their email address.", UserEvent, scope="user"
+)
 USER_PASSWORD_CHANGED = register(
-    "user.password_changed", "A user's password was changed or reset.", PasswordChangedEvent
+    "user.password_changed", "A user's password was changed or reset.", PasswordChangedEvent, scope="user"
 )
-SESSION_CREATED = register("session.created", "A user signed in on a device.", SessionCreatedEvent)
+SESSION_CREATED = register("session.created", "A user signed in on a device.", SessionCreatedEvent, scope="user")
 USER_MFA_ENABLED = register(
-    "user.mfa_enabled", "A user turned on two-factor authentication (an authenticator app).", MfaEnabledEvent
+    "user.mfa_enabled",
+    "A user turned on two-factor authentication (an authenticator app).",
+    MfaEnabledEvent,
+    scope="user",
 )
-USER_MFA_DISABLED = register("user.mfa_disabled", "A user turned off two-factor authentication.", MfaDisabledEvent)
-USER_PASSKEY_ADDED = register("user.passkey_added", "A user registered a passkey.", PasskeyEvent)
-USER_PASSKEY_REMOVED = register("user.passkey_removed", "A user removed a passkey.", PasskeyEvent)
+USER_MFA_DISABLED = register(
+    "user.mfa_disabled", "A user turned off two-factor authentication.", MfaDisabledEvent, scope="user"
+)
+USER_PASSKEY_ADDED = register("user.passkey_added", "A user registered a passkey.", PasskeyEvent, scope="user")
+USER_PASSKEY_REMOVED = register("user.passkey_removed", "A user removed a passkey.", PasskeyEvent, scope="user")
 SESSION_REVOKED = register(
     "session.revoked",
     "A session ended: sign-out, revocation, password change or token reuse.",
     SessionRevokedEvent,
+    scope="user",
 )
 
 

@@ -42,6 +42,8 @@ PERMISSIONS: dict[str, str] = {
     "api_keys.read": "See the organization's API keys (never their secrets).",
     "api_keys.manage": "Create and revoke API keys.",
     "audit.read": "Read the audit log.",
+    "webhooks.read": "See the organization's webhook endpoints and their delivery logs (never their secrets).",
+    "webhooks.manage": "Add, change and remove webhook endpoints, read and rotate their secrets, resend deliveries.",
 }
 ALL = frozenset(PERMISSIONS)
 READ = frozenset(p for p in PERMISSIONS if p.endswith(".read"))
@@ -50,7 +52,7 @@ BUILT_IN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
     OWNER: ("Owner", ALL),
     # Everything but deleting the organization: so an admin can never make an owner (see ensure_within).
     ADMIN: ("Admin", ALL - {"org.delete"}),
-    MEMBER: ("Member", frozenset({"org.read", "members.read", "roles.read", "teams.read"})),
+    MEMBER: ("Member", frozenset({"org.read", "members.read", "roles.read", "teams.read", "webhooks.read"})),
     VIEWER: ("Viewer", frozenset({"org.read", "members.read", "teams.read"})),
 }
 DEFAULT_ROLE = MEMBER

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import tenantry.events.models
 import tenantry.identity.models
-import tenantry.tenancy.models  # noqa: F401  (every table must be known to autogenerate)
+import tenantry.tenancy.models
+import tenantry.webhooks.models  # noqa: F401  (every table must be known to autogenerate)
 from tenantry.db.base import Base
 
 config = context.config

@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, event catalog, signing, delivery, retries, replay."""

@@ -1,0 +1,314 @@
+"""Delivery inside one process: fan-out by event type, the log, retries, replay, disabling, and fairness.
+
+Real receivers on loopback (``tests.webhooks.receiver``), the platform's own background worker, both
+databases. Misbehaving receivers and killed processes have tests of their own (test_receivers.py,
+test_reliability.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from tenantry.core.clock import utcnow
+from tenantry.db import scope
+from tenantry.events.models import OutboxEvent
+from tenantry.platform import Platform
+from tenantry.settings import Settings
+from tenantry.webhooks import fanout
+from tenantry.webhooks.models import Endpoint
+from tests.factories.tenancy import Org, create_org, create_team
+from tests.webhooks.receiver import Receiver, answer, in_turn
+
+TESTS = ["webhook.test"]  # an endpoint that hears only the test events sent to it (not other endpoints' changes)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Receivers here listen on loopback; retries come after a second, attempts time out after two."""
+    return settings.model_copy(
+        update={
+            "webhook_allow_private": True,
+            "webhook_retry_schedule": "0.5,0.5",
+            "webhook_timeout_seconds": 2.0,
+        }
+    )
+
+
+async def add_endpoint(client: httpx.AsyncClient, org: Org, url: str, **body: object) -> dict[str, Any]:
+    response = await client.post(org.path("/webhooks"), json={"url": url, **body}, headers=org.owner.headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def deliveries(client: httpx.AsyncClient, org: Org, endpoint: dict[str, Any], **params: str) -> list[Any]:
+    response = await client.get(
+        org.path(f"/webhooks/{endpoint['id']}/deliveries"), params=params, headers=org.owner.headers
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+async def settled(client: httpx.AsyncClient, org: Org, endpoint: dict[str, Any], count: int) -> list[Any]:
+    """The endpoint's deliveries once ``count`` of them are no longer pending (fails after 30 s)."""
+    for _ in range(600):
+        found = await deliveries(client, org, endpoint)
+        if len([d for d in found if d["status"] != "pending"]) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"deliveries did not settle: {found}")
+
+
+async def test_events_reach_the_endpoints_that_asked_for_them_signed_and_logged(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    org = await create_org(client)
+    every = await add_endpoint(client, org, receiver.url("/every"))
+    teams = await add_endpoint(client, org, receiver.url("/teams"), event_types=["team.created"])
+    receiver.trust("/every", every["secret"])
+    receiver.trust("/teams", teams["secret"])
+
+    await create_team(client, org, name="Platform")
+    await receiver.wait_for(lambda: len(receiver.at("/teams")) == 1, what="the team event")
+
+    request = receiver.at("/teams")[0]
+    assert request.verified is True
+    body = request.json()
+    assert body["type"] == "team.created"
+    assert body["data"]["team"]["name"] == "Platform"
+    assert set(body) == {"type", "timestamp", "data"}
+    await receiver.wait_for(lambda: "team.created" in [r.json()["type"] for r in receiver.at("/every")])
+    assert all(r.verified for r in receiver.at("/every"))
+    logged = await settled(client, org, teams, 1)
+    assert [(d["event_type"], d["status"], d["event_id"]) for d in logged] == [
+        ("team.created", "succeeded", request.webhook_id)
+    ]
+    (attempt,) = logged[0]["attempts"]
+    assert attempt["response_status"] == 200
+    assert attempt["error"] is None
+    assert attempt["duration_ms"] >= 0
+    assert logged[0]["next_attempt_at"] is None
+
+
+async def test_another_organizations_events_never_reach_an_endpoint(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    mine, theirs = await create_org(client), await create_org(client)
+    await add_endpoint(client, mine, receiver.url("/mine"))
+
+    await create_team(client, theirs, name="Not yours")
+    await platform.drain()
+    await create_team(client, mine, name="Yours")
+    await receiver.wait_for(lambda: any(r.json()["type"] == "team.created" for r in receiver.at("/mine")))
+
+    assert "Not yours" not in str([r.body for r in receiver.requests])
+
+
+async def test_a_test_event_goes_to_its_endpoint_only(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    org = await create_org(client)
+    target = await add_endpoint(client, org, receiver.url("/target"), event_types=TESTS)
+    await add_endpoint(client, org, receiver.url("/bystander"))
+
+    sent = await client.post(org.path(f"/webhooks/{target['id']}/test"), headers=org.owner.headers)
+    await receiver.wait_for(lambda: len(receiver.at("/target")) == 1)
+    await asyncio.sleep(0.3)
+
+    assert receiver.at("/target")[0].json()["type"] == "webhook.test"
+    assert receiver.at("/target")[0].webhook_id == sent.json()["event_id"]
+    assert "webhook.test" not in [r.json()["type"] for r in receiver.at("/bystander")]
+
+
+async def test_a_second_fan_out_of_the_same_event_makes_no_second_delivery(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """The dispatcher hands events over at least once; deliveries must still be made once."""
+    org = await create_org(client)
+    endpoint = await add_endpoint(client, org, receiver.url("/once"), event_types=["team.created"])
+    await create_team(client, org)
+    await platform.drain()
+    async with platform.db.transaction() as tx:
+        await scope.unscoped(tx)
+        events = list((await tx.scalars(select(OutboxEvent).where(OutboxEvent.type == "team.created"))).all())
+        await fanout.unscoped_fan_out(tx, events)  # as after a crash between the fan-out and the cursor save
+    await platform.drain()
+
+    assert len(await deliveries(client, org, endpoint)) == 1
+    assert len(receiver.ids("/once")) == 1
+
+
+async def test_failures_are_retried_on_schedule_with_the_same_id_then_marked_failed(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    org = await create_org(client)
+    endpoint = await add_endpoint(client, org, receiver.route("/down", answer(500, body="boom")), event_types=TESTS)
+
+    sent = await client.post(org.path(f"/webhooks/{endpoint['id']}/test"), headers=org.owner.headers)
+    (delivery,) = await settled(client, org, endpoint, 1)
+
+    assert delivery["status"] == "failed"
+    assert [a["response_status"] for a in delivery["attempts"]] == [500, 500, 500]  # first try + two retries
+    assert delivery["attempts"][0]["response_body"] == "boom"
+    assert {r.webhook_id for r in receiver.at("/down")} == {sent.json()["event_id"]}
+    assert [d["id"] for d in await deliveries(client, org, endpoint, status="failed")] == [delivery["id"]]
+    assert await deliveries(client, org, endpoint, status="succeeded") == []
+
+
+async def test_a_manual_retry_makes_one_more_attempt(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    org = await create_org(client)
+    url = receiver.route("/flaky", in_turn(answer(500), answer(500), answer(500), answer(204)))
+    endpoint = await add_endpoint(client, org, url, event_types=TESTS)
+    await client.post(org.path(f"/webhooks/{endpoint['id']}/test"), headers=org.owner.headers)
+    (failed,) = await settled(client, org, endpoint, 1)
+    assert failed["status"] == "failed"
+
+    retried = await client.post(
+        org.path(f"/webhooks/{endpoint['id']}/deliveries/{failed['id']}/retry"), headers=org.owner.headers
+    )
+    assert retried.status_code == 202
+    await receiver.wait_for(lambda: len(receiver.at("/flaky")) == 4)
+    (done,) = await settled(client, org, endpoint, 1)
+    for _ in range(100):
+        if done["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.05)
+        (done,) = await deliveries(client, org, endpoint)
+
+    assert done["status"] == "succeeded"
+    assert [a["response_status"] for a in done["attempts"]] == [500, 500, 500, 204]
+
+
+async def test_recover_sends_again_every_failed_delivery_since_a_time(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    org = await create_org(client)
+    down = receiver.route("/recovering", in_turn(*[answer(503)] * 6, answer(200)))
+    endpoint = await add_endpoint(client, org, down, event_types=TESTS)
+    for _ in range(2):
+        await client.post(org.path(f"/webhooks/{endpoint['id']}/test"), headers=org.owner.headers)
+    failed = await settled(client, org, endpoint, 2)
+    assert [d["status"] for d in failed] == ["failed", "failed"]
+
+    since = (utcnow() - timedelta(minutes=5)).isoformat()
+    recovering = await client.post(
+        org.path(f"/webhooks/{endpoint['id']}/recover"), json={"since": since}, headers=org.owner.headers
+    )
+    assert recovering.status_code == 202
+    assert recovering.json() == {"deliveries": 2}
+    await receiver.wait_for(lambda: len([r for r in receiver.at("/recovering") if r.acknowledged]) == 2)
+    for _ in range(100):
+        if all(d["status"] == "succeeded" for d in await deliveries(client, org, endpoint)):
+            break
+        await asyncio.sleep(0.05)
+    assert [d["status"] for d in await deliveries(client, org, endpoint)] == ["succeeded", "succeeded"]
+    future = await client.post(
+        org.path(f"/webhooks/{endpoint['id']}/recover"),
+        json={"since": (utcnow() + timedelta(days=1)).isoformat()},
+        headers=org.owner.headers,
+    )
+    naive = await client.post(
+        org.path(f"/webhooks/{endpoint['id']}/recover"),
+        json={"since": "2026-01-01T00:00:00"},
+        headers=org.owner.headers,
+    )
+    assert future.status_code == 422
+    assert naive.status_code == 422
+
+
+async def test_an_endpoint_that_only_fails_for_long_enough_is_disabled_with_an_event(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    org = await create_org(client)
+    watcher = await add_endpoint(client, org, receiver.url("/watcher"), event_types=["endpoint.disabled"])
+    dying = await add_endpoint(client, org, receiver.route("/dying", answer(500)), event_types=TESTS)
+    await client.post(org.path(f"/webhooks/{dying['id']}/test"), headers=org.owner.headers)
+    await settled(client, org, dying, 1)
+    async with platform.db.transaction() as tx:  # as if the failures had begun six days ago
+        await scope.to_org(tx, uuid.UUID(org.id))
+        await tx.execute(
+            update(Endpoint)
+            .where(Endpoint.id == uuid.UUID(dying["id"]))
+            .values(failing_since=utcnow() - timedelta(days=6))
+        )
+
+    await client.post(org.path(f"/webhooks/{dying['id']}/test"), headers=org.owner.headers)
+    await receiver.wait_for(lambda: len(receiver.at("/watcher")) == 1, what="the endpoint.disabled event")
+
+    event = receiver.at("/watcher")[0].json()
+    assert event["type"] == "endpoint.disabled"
+    assert event["data"]["endpoint_id"] == dying["id"]
+    assert event["data"]["reason"] == "failing"
+    state = await client.get(org.path(f"/webhooks/{dying['id']}"), headers=org.owner.headers)
+    assert state.json()["enabled"] is False
+    assert state.json()["disabled_reason"] == "failing"
+    assert watcher["id"] != dying["id"]
+
+
+async def test_a_disabled_endpoint_keeps_its_pending_retries_and_hears_nothing_new(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """Disabling pauses: a pending retry waits for the endpoint to be enabled again; events that happen
+    while it is disabled are not queued for it (as a deleted endpoint's would not be)."""
+    org = await create_org(client)
+    url = receiver.route("/paused", in_turn(answer(500), answer(200)))
+    endpoint = await add_endpoint(client, org, url, event_types=["team.created"])
+    path = org.path(f"/webhooks/{endpoint['id']}")
+    await create_team(client, org, name="Before")
+    await receiver.wait_for(lambda: len(receiver.at("/paused")) == 1)
+    await client.patch(path, json={"enabled": False}, headers=org.owner.headers)  # its retry is pending
+
+    await create_team(client, org, name="During")
+    await platform.drain()
+    await asyncio.sleep(1.5)  # three times the retry delay
+    assert len(receiver.at("/paused")) == 1
+    await client.patch(path, json={"enabled": True}, headers=org.owner.headers)
+    await receiver.wait_for(lambda: len(receiver.at("/paused")) == 2, what="the paused retry")
+
+    retried = receiver.at("/paused")[1]
+    assert retried.webhook_id == receiver.at("/paused")[0].webhook_id
+    assert retried.json()["data"]["team"]["name"] == "Before"
+    await platform.drain()
+    assert len(receiver.at("/paused")) == 2
+
+
+async def test_a_slow_receiver_never_delays_the_others(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """The slow endpoint fills its own slots (the per-endpoint cap), and the fast one is served meanwhile."""
+    org = await create_org(client)
+    hold = receiver.hold(200)
+    slow = await add_endpoint(client, org, receiver.route("/slow", hold), event_types=TESTS)
+    fast = await add_endpoint(client, org, receiver.url("/fast"), event_types=TESTS)
+    cap = platform.settings.webhook_concurrency_per_endpoint
+    for _ in range(cap + 5):
+        await client.post(org.path(f"/webhooks/{slow['id']}/test"), headers=org.owner.headers)
+    await receiver.wait_for(lambda: hold.waiting == cap, what="the slow endpoint's slots to fill")
+
+    for _ in range(5):
+        await client.post(org.path(f"/webhooks/{fast['id']}/test"), headers=org.owner.headers)
+    await receiver.wait_for(lambda: len(receiver.at("/fast")) >= 5, within=10, what="the fast endpoint")
+
+    assert hold.waiting == cap  # never more than the cap in flight to the slow one
+    hold.release()
+    await receiver.wait_for(lambda: len(receiver.ids("/slow")) == cap + 5, what="the rest")
+
+
+async def test_an_endpoint_rate_limit_spreads_requests_out(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    org = await create_org(client)
+    endpoint = await add_endpoint(client, org, receiver.url("/limited"), rate_limit=2, event_types=TESTS)
+    for _ in range(6):
+        await client.post(org.path(f"/webhooks/{endpoint['id']}/test"), headers=org.owner.headers)
+
+    await receiver.wait_for(lambda: len(receiver.ids("/limited")) == 6, within=30)
+
+    arrivals = sorted(r.at for r in receiver.at("/limited"))
+    # A burst of 2, then 2 a second: the sixth cannot arrive before 2 s after the first (GCRA is exact).
+    assert arrivals[-1] - arrivals[0] >= 1.9
+    assert len(receiver.at("/limited")) == 6  # postponed, never dropped nor duplicated
