@@ -59,7 +59,7 @@ class Dispatcher:
         poll_interval: float = 1.0,
         gap_timeout: float = 60.0,
         lease_seconds: float = 30.0,
-        coalesce: float = 0.1,
+        coalesce: float = 0.02,
     ) -> None:
         self.db = db
         self.node_id = node_id
@@ -71,6 +71,7 @@ class Dispatcher:
         self._consumers: dict[str, _Consumer] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._busy_at = 0.0  # monotonic time of the last pass that found events
 
     def register(self, name: str, handler: Handler) -> None:
         """Add a consumer. Its handler runs in the transaction that also advances its cursor."""
@@ -94,15 +95,19 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatcher.error")
                 busy = False
-            if not busy and not self._stopping:
+            if busy:
+                self._busy_at = time.monotonic()
+            elif not self._stopping:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
                 # arrives just as the event is set, and the task would never stop.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._wake.wait()
-                # Let a burst of commits pile up, then read them in one transaction rather than
-                # taking the write lock once per event.
-                await asyncio.sleep(self.coalesce)
+                # Under a stream of commits, let a burst pile up and read it in one transaction rather
+                # than taking the write lock once per event; an event after a quiet spell goes at once
+                # (a webhook's latency starts here).
+                if time.monotonic() - self._busy_at < self.poll_interval:
+                    await asyncio.sleep(self.coalesce)
                 self._wake.clear()
 
     async def drain(self) -> None:
