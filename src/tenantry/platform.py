@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -18,6 +20,7 @@ from redis.asyncio import Redis
 from tenantry.db.engine import Database
 from tenantry.events.dispatcher import Dispatcher
 from tenantry.events.jobs import JobRunner
+from tenantry.events.retention import Sweeper, forget_finished_jobs, forget_old_events
 from tenantry.http.client_ip import parse_networks
 from tenantry.identity.auth import Authenticator
 from tenantry.identity.config import IdentityConfig, key_ring
@@ -45,7 +48,7 @@ from tenantry.tenancy.orgs import OrgService
 from tenantry.tenancy.policy import Policy
 from tenantry.tenancy.roles import RoleService
 from tenantry.tenancy.teams import TeamService
-from tenantry.webhooks import fanout
+from tenantry.webhooks import fanout, retention
 from tenantry.webhooks.delivery import Deliverer, DeliveryConfig
 from tenantry.webhooks.service import WebhookService
 
@@ -134,6 +137,18 @@ class Platform:
         self.dispatcher.register(fanout.CONSUMER, fanout.unscoped_fan_out)
         self.jobs = JobRunner(self.db, node_id=self.node_id)
         self.jobs.register(MAIL_JOB, self._send_mail, erase_payload=True)
+        self.sweeper = Sweeper()
+        self.sweeper.register(
+            "events", functools.partial(forget_old_events, self.db), keep=timedelta(days=settings.event_retention_days)
+        )
+        self.sweeper.register(
+            "jobs", functools.partial(forget_finished_jobs, self.db), keep=timedelta(days=settings.job_retention_days)
+        )
+        self.sweeper.register(
+            "webhook_deliveries",
+            functools.partial(retention.unscoped_forget_finished, self.db),
+            keep=timedelta(days=settings.webhook_log_retention_days),
+        )
         self.db.on_commit(self._wake)
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -164,6 +179,7 @@ class Platform:
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.jobs.run(), name="jobs"),
             asyncio.create_task(self.deliverer.run(), name="webhooks"),
+            asyncio.create_task(self.sweeper.run(), name="retention"),
         ]
 
     async def drain(self) -> None:
@@ -177,6 +193,7 @@ class Platform:
         self.dispatcher.request_stop()
         self.jobs.request_stop()
         self.deliverer.request_stop()
+        self.sweeper.request_stop()
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=grace)
             for task in late:

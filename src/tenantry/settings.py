@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     webhook_disable_after_seconds: int = 5 * 24 * 3600  # an endpoint that has only failed for this long is disabled
     webhook_response_body_limit: int = 64 * 1024  # bytes of a response read and kept in the log
 
+    # Retention, in days: outbox events (once every consumer has read them), finished webhook deliveries
+    # with their attempts, finished background jobs. Swept hourly by whichever process runs background work.
+    event_retention_days: float = 30
+    webhook_log_retention_days: float = 30
+    job_retention_days: float = 7
+
     # Caches on the request path
     token_cache_size: int = 50_000
     session_cache_size: int = 50_000
