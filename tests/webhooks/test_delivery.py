@@ -312,3 +312,23 @@ async def test_an_endpoint_rate_limit_spreads_requests_out(
     # A burst of 2, then 2 a second: the sixth cannot arrive before 2 s after the first (GCRA is exact).
     assert arrivals[-1] - arrivals[0] >= 1.9
     assert len(receiver.at("/limited")) == 6  # postponed, never dropped nor duplicated
+
+
+async def test_an_endpoint_deleted_while_its_request_is_in_flight_holds_nothing_up(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    org = await create_org(client)
+    hold = receiver.hold(200)
+    doomed = await add_endpoint(client, org, receiver.route("/doomed", hold), event_types=TESTS)
+    other = await add_endpoint(client, org, receiver.url("/other"), event_types=TESTS)
+    await client.post(org.path(f"/webhooks/{doomed['id']}/test"), headers=org.owner.headers)
+    await receiver.wait_for(lambda: hold.waiting == 1, what="the request in flight")
+
+    deleted = await client.delete(org.path(f"/webhooks/{doomed['id']}"), headers=org.owner.headers)
+    hold.release()
+    await client.post(org.path(f"/webhooks/{other['id']}/test"), headers=org.owner.headers)
+
+    assert deleted.status_code == 204
+    await receiver.wait_for(lambda: len(receiver.at("/other")) == 1, what="the other endpoint's event")
+    logged = await settled(client, org, other, 1)  # results are written: nothing is stuck behind the orphan
+    assert logged[0]["status"] == "succeeded"

@@ -397,7 +397,13 @@ class Deliverer:
         now = utcnow()
         attempts: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []
+        # An endpoint (or its organization) deleted while its request was in flight took the delivery
+        # with it: its attempt has nothing left to belong to.
+        ids = [r.delivery.id for r in results]
+        alive = set((await tx.scalars(select(Delivery.id).where(Delivery.id.in_(ids)))).all())
         for result in results:
+            if result.delivery.id not in alive:
+                continue
             attempt, change = self._settle(result, now)
             if attempt is not None:
                 attempts.append(attempt)
