@@ -116,7 +116,8 @@ async def send(session: aiohttp.ClientSession, request: Request, *, time_limit: 
         if 300 <= status < 400
         else None
     )
-    text = body.decode("utf-8", "replace") if body else None
+    # PostgreSQL's text holds no NUL: one in an answer would fail the whole batch of results it is written with.
+    text = body.decode("utf-8", "replace").replace("\x00", "\ufffd") if body else None
     return Outcome(at, status, _elapsed_ms(started), error=error, body=text, retry_after=wait)
 
 
