@@ -84,7 +84,7 @@ def _error(exc: BaseException, timeout: float) -> str:
         cause = cause.__cause__ or getattr(cause, "os_error", None)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"Could not connect: {exc.os_error.strerror or exc.os_error}"
-    return f"{type(exc).__name__}: {exc}"[:500]
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def send(session: aiohttp.ClientSession, request: Request, *, time_limit: float, body_limit: int) -> Outcome:
@@ -110,7 +110,7 @@ async def send(session: aiohttp.ClientSession, request: Request, *, time_limit: 
                 if status in (429, 503):
                     wait = retry_after(response.headers.get("retry-after"))
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        return Outcome(at, None, _elapsed_ms(started), error=_error(exc, time_limit))
+        return Outcome(at, None, _elapsed_ms(started), error=_error(exc, time_limit)[:500])
     error = (
         f"Redirects are not followed (to {response.headers.get('location', '?')[:200]})."
         if 300 <= status < 400
