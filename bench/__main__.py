@@ -20,8 +20,9 @@ from bench.ratelimit import bench_limits
 from bench.report import Report
 from bench.servers import Pinning
 from bench.tenancy import bench_members
+from bench.webhooks import bench_webhooks
 
-BENCHMARKS = {**IDENTITY, "members": bench_members, "limits": bench_limits}
+BENCHMARKS = {**IDENTITY, "members": bench_members, "limits": bench_limits, "webhooks": bench_webhooks}
 
 RESULTS = Path(__file__).resolve().parent / "results" / "identity.json"
 
@@ -29,7 +30,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "identity.json"
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", choices=sorted(BENCHMARKS), help="run one benchmark: me (and its peer), login, members or limits"
+        "--only",
+        choices=sorted(BENCHMARKS),
+        help="run one benchmark: me (and its peer), login, members, limits or webhooks",
     )
     parser.add_argument(
         "--duration", type=float, default=10.0, help="seconds per measurement, whole seconds for wrk (default 10)"
