@@ -18,10 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from tenantry.settings import Settings
 from tests.factories.tenancy import Org, create_org, create_team
-from tests.webhooks.receiver import Receiver, SilentServer, Stream, answer, in_turn, redirect
+from tests.webhooks.receiver import Received, Receiver, SilentServer, Stream, answer, in_turn, redirect
 
 SCHEDULE = (1.0, 1.0)
 TIMEOUT = 2.0
@@ -90,6 +91,16 @@ def attempted(count: int) -> Callable[[Deliveries], bool]:
 def settled(found: Deliveries) -> bool:
     """One delivery, done with (succeeded or failed)."""
     return len(found) == 1 and found[0]["status"] != "pending"
+
+
+async def trickle(request: web.Request, _received: Received) -> web.StreamResponse:
+    """200 and a body that never ends: a byte every half second."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    response.content_length = 1_000_000
+    await response.prepare(request)
+    while True:
+        await response.write(b" ")
+        await asyncio.sleep(0.5)
 
 
 def gaps(arrivals: list[float]) -> list[float]:
@@ -194,18 +205,23 @@ async def test_a_failing_receiver_is_retried_on_the_schedule_with_the_same_id_th
 async def test_a_receiver_asking_to_wait_with_retry_after_is_not_called_sooner(
     client: httpx.AsyncClient, receiver: Receiver
 ) -> None:
+    """429 Too Many Requests and 503 Service Unavailable, each with a Retry-After longer than the schedule's delay."""
     org = await create_org(client)
-    url = receiver.route("/busy", in_turn(answer(429, headers={"Retry-After": str(RETRY_AFTER)}), answer(200)))
-    endpoint = await add_endpoint(client, org, url)
+    later = {"Retry-After": str(RETRY_AFTER)}
+    endpoints = {
+        path: await add_endpoint(client, org, receiver.route(path, in_turn(answer(status, headers=later), answer(200))))
+        for path, status in (("/busy", 429), ("/unavailable", 503))
+    }
 
     await create_team(client, org)
-    (delivery,) = await deliveries_once(client, org, endpoint, settled)
-    first, second = receiver.at("/busy")
+    for (path, endpoint), status in zip(endpoints.items(), (429, 503), strict=True):
+        (delivery,) = await deliveries_once(client, org, endpoint, settled)
+        first, second = receiver.at(path)
 
-    assert delivery["status"] == "succeeded"
-    assert [a["response_status"] for a in delivery["attempts"]] == [429, 200]
-    assert second.at - first.at >= RETRY_AFTER - 0.05, "the schedule's 1 s overrode the receiver's Retry-After"
-    assert first.webhook_id == second.webhook_id == delivery["event_id"]
+        assert delivery["status"] == "succeeded"
+        assert [a["response_status"] for a in delivery["attempts"]] == [status, 200]
+        assert second.at - first.at >= RETRY_AFTER - 0.05, f"{status}: the schedule overrode the Retry-After"
+        assert first.webhook_id == second.webhook_id == delivery["event_id"]
 
 
 async def test_a_redirect_is_not_followed(client: httpx.AsyncClient, receiver: Receiver) -> None:
@@ -246,26 +262,31 @@ async def test_a_huge_answer_is_read_no_further_than_64_kib(client: httpx.AsyncC
 async def test_receivers_that_do_not_answer_in_time_are_given_up_on_and_retried(
     client: httpx.AsyncClient, receiver: Receiver, silent_server: SilentServer
 ) -> None:
-    """One accepts the connection and never says a word nor closes it; one answers 200, but only after 30 s."""
+    """One accepts the connection and never says a word nor closes it; one answers 200, but only after 30 s;
+    one answers 200 at once, then sends its body a byte at a time, for ever."""
     org = await create_org(client)
     silent = await add_endpoint(client, org, silent_server.url("/hooks"))
     slow = await add_endpoint(client, org, receiver.route("/slow", answer(200, delay=30)))
+    trickling = await add_endpoint(client, org, receiver.route("/trickle", trickle))
 
     started = time.monotonic()
     await create_team(client, org)
     (from_silent,) = await deliveries_once(client, org, silent, attempted(1))
     (from_slow,) = await deliveries_once(client, org, slow, attempted(1))
+    (from_trickle,) = await deliveries_once(client, org, trickling, attempted(1))
 
-    assert time.monotonic() - started < 30  # neither was waited for
-    for delivery in (from_silent, from_slow):
+    assert time.monotonic() - started < 30  # none was waited for
+    for delivery in (from_silent, from_slow, from_trickle):
         attempt = delivery["attempts"][0]
-        assert attempt["response_status"] is None
+        if delivery is not from_trickle:  # whether a status line that came in time is logged is the sender's choice
+            assert attempt["response_status"] is None
         assert attempt["error"], attempt
         assert attempt["duration_ms"] >= TIMEOUT * 1000 * 0.9, attempt
         assert delivery["status"] != "succeeded"
         if delivery["status"] == "pending":  # to be retried (unless the retries ran out meanwhile)
             assert delivery["next_attempt_at"] is not None
     assert receiver.at("/slow")
+    assert receiver.at("/trickle")
     assert silent_server.connections
     assert f"webhook-id: {from_silent['event_id']}".encode() in silent_server.connections[0].data.lower()
 

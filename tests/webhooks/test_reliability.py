@@ -164,6 +164,7 @@ async def get(http: httpx.AsyncClient, path: str, org: Org, *, within: float, **
                 found: dict[str, Any] = response.json()
                 return found
             assert response.status_code >= 500, response.text
+            note(f"GET {path}: {response.status_code} {response.text[:200]}")
         assert time.monotonic() < deadline, f"GET {path} did not answer 200 within {within}s"
         await asyncio.sleep(0.5)
 
