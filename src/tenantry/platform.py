@@ -49,8 +49,9 @@ from tenantry.tenancy.policy import Policy
 from tenantry.tenancy.roles import RoleService
 from tenantry.tenancy.teams import TeamService
 from tenantry.webhooks import fanout, retention
-from tenantry.webhooks.delivery import Deliverer, DeliveryConfig
+from tenantry.webhooks.delivery import Deliverer
 from tenantry.webhooks.service import WebhookService
+from tenantry.webhooks.work import DeliveryConfig
 
 log = structlog.get_logger(__name__)
 
@@ -133,8 +134,9 @@ class Platform:
             node_id=self.node_id,
         )
         self.dispatcher = Dispatcher(self.db, node_id=self.node_id)
+        # Webhooks first: a receiver waits on it, the audit log does not.
+        self.dispatcher.register(fanout.CONSUMER, functools.partial(fanout.unscoped_fan_out, deliverer=self.deliverer))
         self.dispatcher.register(audit.CONSUMER, audit.record)
-        self.dispatcher.register(fanout.CONSUMER, fanout.unscoped_fan_out)
         self.jobs = JobRunner(self.db, node_id=self.node_id)
         self.jobs.register(MAIL_JOB, self._send_mail, erase_payload=True)
         self.sweeper = Sweeper()
@@ -160,6 +162,8 @@ class Platform:
             self.dispatcher.wake()
         if info.get("jobs"):
             self.jobs.wake()
+        if info.get(fanout.HANDED):
+            self.deliverer.take(info[fanout.HANDED])
         if info.get(fanout.WOKEN):
             self.deliverer.wake()
 

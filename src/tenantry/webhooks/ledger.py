@@ -1,0 +1,186 @@
+"""The ledger: what came of each attempt, written in batches, and what follows for its delivery and endpoint.
+
+Results are gathered in memory and written every few milliseconds, many in one transaction: the
+attempts are logged, each delivery is settled (succeeded, failed for good, or due again after the
+retry schedule or the receiver's ``Retry-After``), and endpoints that only fail are disabled. Only a
+delivery this process still holds is settled: if its lease ran out and another process took it,
+that one's result stands. If the database cannot be written (it may be restarting), the results
+are kept and written on the next round; until then the leases keep others from sending again.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.core.clock import utcnow
+from tenantry.db import scope
+from tenantry.db.engine import Database
+from tenantry.events.outbox import emit
+from tenantry.webhooks.events import ENDPOINT_DISABLED
+from tenantry.webhooks.models import FAILED, PENDING, SUCCEEDED, Attempt, Delivery, Endpoint
+from tenantry.webhooks.work import DeliveryConfig, Result, Target, Targets
+
+log = structlog.get_logger(__name__)
+
+ATTEMPTS = Counter("tenantry_webhook_attempts_total", "Webhook requests made, by outcome.", ["outcome"])
+FAILURES = Counter("tenantry_webhook_deliveries_failed_total", "Deliveries that ran out of attempts.")
+_SUCCEEDED, _FAILED = ATTEMPTS.labels("succeeded"), ATTEMPTS.labels("failed")
+
+_DELIVERY = Delivery.__table__.c
+# One statement for a whole batch (executemany), on the table rather than through the ORM.
+_SETTLE = (
+    update(Delivery.__table__)  # type: ignore[arg-type]
+    .where(_DELIVERY.id == bindparam("b_id"), _DELIVERY.locked_by == bindparam("b_owner"))
+    .values(
+        status=bindparam("b_status"),
+        attempt_count=bindparam("b_count"),
+        next_attempt_at=bindparam("b_next"),
+        finished_at=bindparam("b_finished"),
+        locked_by=None,
+        locked_until=None,
+    )
+)
+
+
+class Ledger:
+    def __init__(self, db: Database, *, config: DeliveryConfig, node_id: str, targets: Targets) -> None:
+        self.db = db
+        self.config = config
+        self.node_id = node_id
+        self.targets = targets
+        self._results: list[Result] = []
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def record(self, result: Result) -> None:
+        self._results.append(result)
+
+    async def flush(self) -> None:
+        """Write the results gathered so far, in one transaction. On failure they are kept for the next call."""
+        results, self._results = self._results, []
+        if not results:
+            return
+        try:
+            async with self.db.transaction() as tx:
+                await scope.unscoped(tx)  # a batch spans organizations
+                await self._write(tx, results)
+        except BaseException:
+            self._results[:0] = results
+            raise
+
+    async def _write(self, tx: AsyncSession, results: list[Result]) -> None:
+        now = utcnow()
+        # An endpoint (or its organization) deleted while its request was in flight took the delivery
+        # with it: its attempt has nothing left to belong to.
+        ids = [r.delivery.id for r in results]
+        alive = set((await tx.scalars(select(Delivery.id).where(Delivery.id.in_(ids)))).all())
+        attempts: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
+        sent = failed = 0
+        for result in results:
+            if result.delivery.id not in alive:
+                continue
+            attempt, change = self._settle(result, now)
+            if attempt is not None:
+                attempts.append(attempt)
+                sent += 1
+                failed += change["b_status"] != SUCCEEDED
+            changes.append(change)
+        if attempts:
+            await tx.execute(insert(Attempt.__table__), attempts)  # type: ignore[arg-type]
+        if changes:
+            await tx.execute(_SETTLE, changes)
+        await self._update_endpoints(tx, results, now)
+        _SUCCEEDED.inc(sent - failed)
+        _FAILED.inc(failed)
+
+    def _settle(self, result: Result, now: datetime) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """The attempt to log and the delivery's next state."""
+        delivery, outcome = result.delivery, result.outcome
+        change: dict[str, Any] = {
+            "b_id": delivery.id,
+            "b_owner": self.node_id,
+            "b_status": PENDING,
+            "b_count": delivery.attempt_count,
+            "b_next": now + timedelta(seconds=result.postpone),
+            "b_finished": None,
+        }
+        if outcome is None:
+            return None, change
+        count = delivery.attempt_count + 1
+        change["b_count"] = count
+        if outcome.succeeded:
+            change.update(b_status=SUCCEEDED, b_next=None, b_finished=now)
+        elif outcome.status == 410 or delivery.is_one_shot or count > len(self.config.retry_delays):
+            FAILURES.inc()
+            change.update(b_status=FAILED, b_next=None, b_finished=now)
+        else:
+            delay = self.config.retry_delays[count - 1] * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not secrecy
+            if outcome.retry_after is not None:
+                delay = outcome.retry_after  # the receiver said when: honour it
+            change["b_next"] = now + timedelta(seconds=delay)
+        attempt = {
+            "id": uuid.uuid4(),
+            "org_id": delivery.org_id,
+            "delivery_id": delivery.id,
+            "at": outcome.at,
+            "response_status": outcome.status,
+            "duration_ms": outcome.duration_ms,
+            "error": outcome.error,
+            "response_body": outcome.body,
+        }
+        return attempt, change
+
+    async def _update_endpoints(self, tx: AsyncSession, results: list[Result], now: datetime) -> None:
+        """Endpoints that answered well are no longer failing; those that only fail start (or go on) failing,
+        and are disabled after ``disable_after`` of that, or at once on 410 Gone. One statement per endpoint
+        per batch, whatever the number of its results."""
+        latest: dict[uuid.UUID, Result] = {}
+        for result in results:
+            if result.outcome is not None:
+                latest[result.target.id] = result
+        for endpoint_id, result in latest.items():
+            assert result.outcome is not None
+            target = result.target
+            if result.outcome.succeeded:
+                condition = Endpoint.failing_since.is_not(None)
+                values: dict[str, Any] = {"failing_since": None}
+            elif result.outcome.status == 410:
+                await self._disable(tx, target, reason="gone", failing_since=target.failing_since)
+                continue
+            elif target.failing_since is not None and now - target.failing_since >= self.config.disable_after:
+                await self._disable(tx, target, reason="failing", failing_since=target.failing_since)
+                continue
+            else:
+                condition, values = Endpoint.failing_since.is_(None), {"failing_since": now}
+            changed = await tx.execute(update(Endpoint).where(Endpoint.id == endpoint_id, condition).values(**values))
+            if changed.rowcount:  # type: ignore[attr-defined]
+                self.targets.forget(endpoint_id)  # read it afresh: its failing_since moved
+
+    async def _disable(self, tx: AsyncSession, target: Target, *, reason: str, failing_since: datetime | None) -> None:
+        self.targets.forget(target.id)
+        done = await tx.execute(
+            update(Endpoint)
+            .where(Endpoint.id == target.id, Endpoint.is_enabled.is_(True))
+            .values(is_enabled=False, disabled_reason=reason, updated_at=utcnow())
+            .returning(Endpoint.id)
+        )
+        if done.first() is None:
+            return  # already disabled (by someone else, or by an earlier batch)
+        log.warning("webhooks.endpoint_disabled", endpoint_id=str(target.id), reason=reason)
+        data = {
+            "endpoint_id": str(target.id),
+            "url": target.url,
+            "reason": reason,
+            "failing_since": failing_since.isoformat() if failing_since else None,
+        }
+        await emit(tx, ENDPOINT_DISABLED, data=data, org_id=target.org_id)
