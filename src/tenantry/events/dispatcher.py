@@ -103,10 +103,10 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_interval):
                         await self._wake.wait()
-                # Under a stream of commits, let a burst pile up and read it in one transaction rather
-                # than taking the write lock once per event; an event after a quiet spell goes at once
-                # (a webhook's latency starts here).
-                if time.monotonic() - self._busy_at < self.poll_interval:
+                # Commits coming closer together than ``coalesce`` (a stream) are let pile up and read in
+                # one transaction rather than taking the write lock once per event; an event after a
+                # pause goes at once (a webhook's latency starts here).
+                if time.monotonic() - self._busy_at < self.coalesce:
                     await asyncio.sleep(self.coalesce)
                 self._wake.clear()
 
