@@ -8,8 +8,11 @@ per backend. PostgreSQL must be reachable: a missing server fails the run, it is
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import os
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,6 +43,56 @@ REDIS_URL = os.environ.get("TENANTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15
 BACKENDS = ["sqlite", "postgresql"]
 # Every Settings() a test makes reads this unless it says otherwise (see tests/servers.py).
 os.environ.setdefault("TENANTRY_RATE_LIMITS", GENEROUS_LIMITS)
+
+
+# The socket guard: no test may send a packet beyond this machine. Every connect (and every
+# addressed send) the test process makes to an internet address outside 127.0.0.0/8 and ::1 is
+# refused with ConnectionRefusedError before the system call, wherever it comes from: a plain
+# socket, asyncio's sock_connect (which sets it on its future), aiohttp (which wraps it in
+# ClientConnectorError). Unix sockets pass. The hook stays for the whole process, so it returns at
+# once for every other audit event. ``connect_attempts`` shows a test what was attempted.
+GUARD_MESSAGE = "test guard: tests may only connect to loopback"
+_GUARDED_EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})
+_INTERNET = (socket.AF_INET, socket.AF_INET6)
+_connect_watchers: list[list[tuple[str, int]]] = []
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":  # a name given to connect() itself; /etc/hosts says where it leads
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # any other name would need DNS: not in tests
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _socket_guard(event: str, args: tuple[object, ...]) -> None:
+    if event not in _GUARDED_EVENTS:
+        return
+    sock, address = args
+    if not isinstance(sock, socket.socket) or sock.family not in _INTERNET or not isinstance(address, tuple):
+        return
+    host, port = str(address[0]), int(address[1])
+    for watcher in _connect_watchers:
+        watcher.append((host, port))
+    if not _is_loopback(host):
+        raise ConnectionRefusedError(errno.ECONNREFUSED, f"{GUARD_MESSAGE}, not {host}:{port}")
+
+
+sys.addaudithook(_socket_guard)
+
+
+@pytest.fixture
+def connect_attempts() -> Iterator[list[tuple[str, int]]]:
+    """Every (host, port) this test process tries to connect or send to while the test runs, allowed
+    or refused by the guard, from any thread."""
+    attempts: list[tuple[str, int]] = []
+    _connect_watchers.append(attempts)
+    yield attempts
+    _connect_watchers.remove(attempts)
 
 
 def free_port() -> int:
