@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
 import structlog
 from sqlalchemy import func, or_, select, update
@@ -26,11 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.core.clock import utcnow
 from tenantry.db.engine import Database
 from tenantry.db.upsert import insert_ignoring_conflicts
-from tenantry.events.models import ConsumerCursor, OutboxEvent
+from tenantry.events.models import ConsumerCursor, Event, OutboxEvent
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[AsyncSession, Sequence[OutboxEvent]], Awaitable[None]]
+Handler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
 
 
 @dataclass
@@ -171,7 +172,7 @@ class Dispatcher:
             consumer.high, consumer.gaps = None, {}  # someone else reads; start afresh if we get it back
         return position
 
-    async def _fetch(self, session: AsyncSession, consumer: _Consumer) -> list[OutboxEvent]:
+    async def _fetch(self, session: AsyncSession, consumer: _Consumer) -> Sequence[Event]:
         now = time.monotonic()
         for gap, deadline in list(consumer.gaps.items()):
             if deadline < now:
@@ -179,10 +180,11 @@ class Dispatcher:
         condition = OutboxEvent.id > consumer.high
         if consumer.gaps:
             condition = or_(condition, OutboxEvent.id.in_(list(consumer.gaps)))
-        query = select(OutboxEvent).where(condition).order_by(OutboxEvent.id).limit(self.batch_size)
-        return list((await session.scalars(query)).all())
+        table = OutboxEvent.__table__
+        query = select(table).where(condition).order_by(OutboxEvent.id).limit(self.batch_size)
+        return cast(Sequence[Event], (await session.execute(query)).all())
 
-    def _track(self, consumer: _Consumer, events: Sequence[OutboxEvent]) -> None:
+    def _track(self, consumer: _Consumer, events: Sequence[Event]) -> None:
         assert consumer.high is not None
         deadline = time.monotonic() + self.gap_timeout
         previous = consumer.high

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
@@ -33,6 +33,32 @@ class OutboxEvent(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Event(Protocol):
+    """An outbox event as consumers read it: an ``OutboxEvent``, or the plain row the dispatcher reads
+    (no ORM identity or change tracking: consumers only read, and every event is read by each of them)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def event_id(self) -> uuid.UUID: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def org_id(self) -> uuid.UUID | None: ...
+    @property
+    def actor_type(self) -> str | None: ...
+    @property
+    def actor_id(self) -> str | None: ...
+    @property
+    def ip(self) -> str | None: ...
+    @property
+    def user_agent(self) -> str | None: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+    @property
+    def occurred_at(self) -> datetime: ...
 
 
 class ConsumerCursor(Base):

@@ -9,13 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.db import scope
 from tenantry.db.upsert import insert_ignoring_conflicts
-from tenantry.events.models import OutboxEvent
+from tenantry.events.models import Event
 from tenantry.tenancy.models import AuditEntry
 
 CONSUMER = "audit"
 
 
-def _target(event: OutboxEvent) -> tuple[str | None, str | None]:
+def _target(event: Event) -> tuple[str | None, str | None]:
     """What an event is about: its ``target`` when it names one, else the object named by the first part
     of its type (``user.created`` -> user)."""
     named = event.data.get("target")
@@ -28,7 +28,7 @@ def _target(event: OutboxEvent) -> tuple[str | None, str | None]:
     return kind, None
 
 
-def _entry(event: OutboxEvent) -> dict[str, Any]:
+def _entry(event: Event) -> dict[str, Any]:
     target_type, target_id = _target(event)
     return {
         "id": event.event_id,
@@ -46,7 +46,7 @@ def _entry(event: OutboxEvent) -> dict[str, Any]:
     }
 
 
-async def record(tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
+async def record(tx: AsyncSession, events: Sequence[Event]) -> None:
     """Outbox consumer: write one audit entry per event; an event seen twice is written once.
     A batch spans organizations, so it writes unscoped."""
     await scope.unscoped(tx)

@@ -233,7 +233,9 @@ class Deliverer:
 
     async def claim(self) -> int:
         """Claim due deliveries, as many as there is room for; returns how many."""
-        room = self.room()
+        # No more than one endpoint could take at once: rows read beyond what their endpoints have room
+        # for are read for nothing (a backlog of one endpoint would fill every claim).
+        room = min(self.room(), 2 * self.config.per_endpoint)
         if room <= 0:
             return 0
         jobs = await self.unscoped_claim(room)

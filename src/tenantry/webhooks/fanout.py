@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,10 +25,10 @@ from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
 from tenantry.db import scope
 from tenantry.db.upsert import insert_new
-from tenantry.events.models import OutboxEvent
+from tenantry.events.models import Event
 from tenantry.webhooks.events import WEBHOOK_TEST
 from tenantry.webhooks.models import PENDING, Delivery, Endpoint
-from tenantry.webhooks.work import Claimed, Job
+from tenantry.webhooks.work import Claimed, Job, Target
 
 if TYPE_CHECKING:
     from tenantry.webhooks.delivery import Deliverer
@@ -37,14 +38,14 @@ WOKEN = "webhooks"  # session.info mark: deliveries were written or made due, wa
 HANDED = "webhooks.handed"  # session.info: the jobs leased to this process, for its deliverer after commit
 
 
-def body(event: OutboxEvent) -> str:
+def body(event: Event) -> str:
     """The request body of an event, as Standard Webhooks lays it out."""
     return orjson.dumps(
         {"type": event.type, "timestamp": event.occurred_at.isoformat(), "data": event.data}, default=str
     ).decode()
 
 
-def _wants(endpoint: Endpoint, event: OutboxEvent) -> bool:
+def _wants(endpoint: Endpoint, event: Event) -> bool:
     if event.occurred_at < endpoint.created_at:  # an endpoint hears what happens from its creation on
         return False
     if event.type == WEBHOOK_TEST:  # a test goes to the endpoint it names, and only there
@@ -52,9 +53,17 @@ def _wants(endpoint: Endpoint, event: OutboxEvent) -> bool:
     return endpoint.event_types is None or event.type in endpoint.event_types
 
 
-async def unscoped_fan_out(
-    tx: AsyncSession, events: Sequence[OutboxEvent], *, deliverer: Deliverer | None = None
-) -> None:
+@dataclass
+class _Route:
+    """An endpoint during one batch: read once, and how many more this process takes for it."""
+
+    endpoint: Endpoint
+    id: uuid.UUID
+    room: int
+    target: Target | None = None
+
+
+async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliverer: Deliverer | None = None) -> None:
     """Outbox consumer: one pending delivery per (event, matching enabled endpoint of its organization),
     leased to ``deliverer`` while it has room. A batch spans organizations, so it reads and writes unscoped."""
     org_ids = {event.org_id for event in events if event.org_id is not None}
@@ -62,42 +71,46 @@ async def unscoped_fan_out(
         return
     await scope.unscoped(tx)
     query = select(Endpoint).where(Endpoint.org_id.in_(org_ids), Endpoint.is_enabled.is_(True))
-    by_org: dict[uuid.UUID, list[Endpoint]] = {}
+    routes: dict[uuid.UUID, list[_Route]] = {}
     for endpoint in (await tx.scalars(query)).all():
-        by_org.setdefault(endpoint.org_id, []).append(endpoint)
+        room = deliverer.room(endpoint.id) if deliverer is not None else 0
+        routes.setdefault(endpoint.org_id, []).append(_Route(endpoint, endpoint.id, room))
     now = utcnow()
+    lease_until = now + deliverer.config.lease if deliverer is not None else None
     rows: list[dict[str, Any]] = []
     handed: list[Job] = []
-    promised: dict[uuid.UUID, int] = {}
     for event in events:
-        wanting = [e for e in by_org.get(event.org_id, ()) if _wants(e, event)] if event.org_id else []
+        org_id = event.org_id
+        wanting = [r for r in routes.get(org_id, ()) if _wants(r.endpoint, event)] if org_id else []
         if not wanting:
             continue
-        payload, org_id = body(event), event.org_id
         assert org_id is not None
-        for endpoint in wanting:
+        payload, event_id, event_type = body(event), event.event_id, event.type
+        for route in wanting:
             delivery_id = new_id()
-            row: dict[str, Any] = {
-                "id": delivery_id,
-                "org_id": org_id,
-                "endpoint_id": endpoint.id,
-                "event_id": event.event_id,
-                "event_type": event.type,
-                "payload": payload,
-                "status": PENDING,
-                "attempt_count": 0,
-                "is_one_shot": False,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            if deliverer is not None and promised.get(endpoint.id, 0) < deliverer.room(endpoint.id):
-                promised[endpoint.id] = promised.get(endpoint.id, 0) + 1
-                row.update(locked_by=deliverer.node_id, locked_until=now + deliverer.config.lease)
-                claimed = Claimed(delivery_id, org_id, endpoint.id, event.event_id, payload.encode(), 0, False, now)
-                handed.append((claimed, deliverer.targets.put(endpoint, now)))
-            else:
-                row.update(locked_by=None, locked_until=None)
-            rows.append(row)
+            held = deliverer is not None and route.room > 0
+            rows.append(
+                {
+                    "id": delivery_id,
+                    "org_id": org_id,
+                    "endpoint_id": route.id,
+                    "event_id": event_id,
+                    "event_type": event_type,
+                    "payload": payload,
+                    "status": PENDING,
+                    "attempt_count": 0,
+                    "is_one_shot": False,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "locked_by": deliverer.node_id if held and deliverer is not None else None,
+                    "locked_until": lease_until if held else None,
+                }
+            )
+            if held and deliverer is not None:
+                route.room -= 1
+                route.target = route.target or deliverer.targets.put(route.endpoint, now)
+                claimed = Claimed(delivery_id, org_id, route.id, event_id, payload.encode(), 0, False, now)
+                handed.append((claimed, route.target))
     if not rows:
         return
     inserted = await insert_new(tx, Delivery.__table__, rows, key="id")  # type: ignore[arg-type]
