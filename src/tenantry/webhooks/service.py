@@ -7,6 +7,8 @@ Secrets are sealed at rest, bound to their endpoint; they are shown to ``webhook
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import Sequence
@@ -40,6 +42,7 @@ from tenantry.webhooks.fanout import WOKEN
 from tenantry.webhooks.models import FAILED, PENDING, Attempt, Delivery, Endpoint
 from tenantry.webhooks.signing import new_secret
 
+DNS_TIMEOUT = 5.0  # seconds a registration waits for its URL's name to resolve
 ROTATION_OVERLAP = timedelta(hours=24)  # a rotated-out secret keeps signing beside the new one this long
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name (RFC 9110 token)
 # Ours to set, or the transport's: an endpoint's own headers may not replace them.
@@ -173,7 +176,11 @@ class WebhookService:
         """The URL, once it is allowed to receive webhooks. Raises ``UnsafeUrl``."""
         try:
             url = addresses.validate_url(url, require_https=self.require_https, allow_private=self.allow_private)
-            await addresses.ensure_public(url, allow_private=self.allow_private, resolver=self.resolver)
+            # A DNS server that does not answer must not hold the request: such a name is taken as one
+            # that does not resolve yet (every delivery checks the address it connects to anyway).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DNS_TIMEOUT):
+                    await addresses.ensure_public(url, allow_private=self.allow_private, resolver=self.resolver)
         except addresses.UnsafeUrl as exc:
             raise UnsafeUrl(str(exc), field="url") from exc
         return url
