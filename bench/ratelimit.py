@@ -220,7 +220,7 @@ def _redis_benchmark(run: Run, binary: str, sha: str, requests: int) -> Evalsha:
 
 def _store(run: Run, redis_pid: int | None) -> dict[str, Any]:
     """``RedisStore.hit`` from one pinned asyncio process against redis-benchmark's EVALSHA of the same script."""
-    from tenantry.ratelimit.store import _GCRA_LUA
+    from tenantry.ratelimit.lua import GCRA_SCRIPT
 
     binary = shutil.which("redis-benchmark")
     if binary is None:
@@ -228,7 +228,7 @@ def _store(run: Run, redis_pid: int | None) -> dict[str, Any]:
             "redis-benchmark is not installed (it comes with redis-server, e.g. `apt-get install redis`)"
         )
     with _redis() as client:
-        sha = str(client.script_load(_GCRA_LUA))
+        sha = str(client.script_load(GCRA_SCRIPT))
     pids = _pids(redis_pid)
     where = f"pinned to CPU {run.pinning.load_cpu}" if run.pinning.is_used else "not pinned"
     run.say(

@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from fastapi import FastAPI
 from tenantry.app import create_app
 from tenantry.platform import Platform
 from tenantry.settings import Settings
+from tests.conftest import REDIS_URL
 from tests.factories.identity import Account, login, signed_in
 from tests.factories.tenancy import add_member, bearer, create_api_key, create_org
 from tests.limits import GENEROUS_LIMITS
@@ -338,3 +340,35 @@ async def test_with_rate_limits_disabled_nothing_is_counted(tmp_path: Path, data
 
     assert statuses(answers) == [200] * 3
     assert "RateLimit" not in answers[0].headers
+
+
+def fresh_address() -> str:
+    """A client address no other run has used, so its budget in the shared Redis database starts full."""
+    raw = uuid.uuid4().bytes
+    return f"198.{18 + raw[0] % 2}.{raw[1]}.{raw[2] % 254 + 1}"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_on_redis_the_headers_the_429_and_requests_at_once_are_as_in_process(
+    tmp_path: Path, database_url: str
+) -> None:
+    limits = {"api.ip": {"limit": 6, "period": 60, "burst": 6}}
+    async with serving(tmp_path, database_url, limits, redis_url=REDIS_URL, concurrent_requests_per_principal=1) as app:
+        async with connect(app, fresh_address()) as http:
+            account = await signed_in(http)
+        async with connect(app, fresh_address()) as http:
+            answers = [await http.get("/v1/me", headers=account.headers) for _ in range(7)]
+        async with connect(app, fresh_address()) as http:
+            change = {"current_password": "not the password", "new_password": "another long passphrase"}
+            together = await asyncio.gather(
+                *(http.post("/v1/me/password", json=change, headers=account.headers) for _ in range(2))
+            )
+            later = await http.get("/v1/me", headers=account.headers)
+
+    assert statuses(answers[:6]) == [200] * 6
+    assert [remaining(answer, "api.ip") for answer in answers[:6]] == [5, 4, 3, 2, 1, 0]
+    assert set(parse_limits(answers[0].headers["RateLimit-Policy"])) == {"api.ip", "api.principal"}
+    assert_too_many(answers[6], "api.ip")
+    assert sorted(statuses(together)) == [400, 429], [answer.text for answer in together]
+    assert "at once" in max(together, key=lambda answer: answer.status_code).json()["detail"]
+    assert later.status_code == 200, later.text  # the lease was given back

@@ -5,16 +5,21 @@ ratelimit-headers) for every policy that counted it; a refused one is 429 proble
 ``too_many_requests`` with ``Retry-After``. Subjects: the client address (``X-Forwarded-For`` only
 from ``TENANTRY_TRUSTED_PROXIES``), the principal (the user an access token names, whichever session,
 or the API key), and the organization a path names.
+
+This runs before every limited request, so what can be worked out ahead is: once per platform, each
+group's policies with their key prefixes and header fragments (:class:`_Limits`); once per kind of request
+(the same method, path, address and credentials), which budgets it spends (:class:`_Plan`, looked up again
+after a second, since a token expires and an organization's plan may change).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -22,11 +27,13 @@ from tenantry.core.ids import digest
 from tenantry.http.client_ip import client_ip
 from tenantry.http.middleware import EXTRA_HEADERS
 from tenantry.http.problems import problem
-from tenantry.ratelimit.concurrency import ConcurrencyStore, Lease
+from tenantry.ratelimit.admission import Admission, Budget, LocalAdmission, RedisAdmission, Verdict
+from tenantry.ratelimit.concurrency import MemoryConcurrency, RedisConcurrency
 from tenantry.ratelimit.gcra import Decision, Rate
 from tenantry.ratelimit.limiter import LimiterUnavailable
-from tenantry.ratelimit.policies import LimitPolicy, Subject, org_in_path, route_group
+from tenantry.ratelimit.policies import UNLIMITED, LimitPolicy, Subject, org_in_path, route_group
 from tenantry.ratelimit.shedding import Priority
+from tenantry.ratelimit.store import MemoryStore, RedisStore
 
 if TYPE_CHECKING:
     from tenantry.platform import Platform
@@ -35,11 +42,11 @@ API_KEY_PREFIX = "tnt_"
 LEASE_TTL = 60.0  # an in-flight slot held by a process that died frees itself after this
 # Who is shed first when the process is saturated: the console's pages, then the API; health never.
 PRIORITIES = {"console": Priority.LOW, "api": Priority.NORMAL, "auth": Priority.NORMAL, "login": Priority.NORMAL}
-Applied = list[tuple[LimitPolicy, Rate, Decision]]
 
 
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return {name: value for name, value in scope["headers"] if name in (b"authorization", b"x-forwarded-for")}
+@functools.lru_cache(maxsize=4096)
+def _api_key_principal(token: str) -> str:
+    return "key:" + digest(token)[:32]  # a made-up key spends only its own budget, and the IP's
 
 
 def _principal(platform: Platform, authorization: bytes | None) -> str | None:
@@ -50,42 +57,60 @@ def _principal(platform: Platform, authorization: bytes | None) -> str | None:
     if scheme.lower() != "bearer" or not token:
         return None
     if token.startswith(API_KEY_PREFIX):
-        return "key:" + digest(token)[:32]  # a made-up key spends only its own budget, and the IP's
+        return _api_key_principal(token)
     user = platform.auth.user_key(token)
     return f"user:{user}" if user else None
 
 
-@functools.lru_cache(maxsize=256)
-def _policy_header(policies: tuple[tuple[str, int, float], ...]) -> bytes:
-    return ", ".join(f'"{name}";q={limit};w={math.ceil(period)}' for name, limit, period in policies).encode()
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """A policy at a rate, with what every request it counts needs of it, made once (per organization
+    whose plan sets its own rate, per kind of request)."""
+
+    policy: LimitPolicy
+    rate: Rate
+    prefix: str  # of its keys: "<policy>:<subject>"
+    quota: bytes  # its RateLimit-Policy item
+    state: bytes  # its RateLimit item, to fill with what remains and the seconds until reset
+
+    @classmethod
+    def of(cls, policy: LimitPolicy, rate: Rate | None = None) -> _Rule:
+        rate = rate or policy.rate
+        quota = f'"{policy.name}";q={rate.limit};w={math.ceil(rate.period)}'.encode()
+        return cls(policy, rate, f"{policy.name}:", quota, f'"{policy.name}";r=%d;t=%d'.encode())
 
 
-def rate_limit_headers(applied: Applied) -> list[tuple[bytes, bytes]]:
-    policies = _policy_header(tuple((p.name, r.limit, r.period) for p, r, _ in applied))
-    states = ", ".join(
-        f'"{p.name}";r={d.remaining};t={math.ceil(d.retry_after if not d.allowed else d.reset_after)}'
-        for p, _, d in applied
-    )
-    return [(b"ratelimit-policy", policies), (b"ratelimit", states.encode())]
+@dataclass(slots=True, eq=False)
+class _Plan:
+    """What one kind of request spends: its budgets (and the rules they come from), at what cost, the
+    principal whose in-flight slots it takes, and its header values when every budget is judged."""
+
+    priority: Priority
+    cost: int
+    rules: list[_Rule]
+    budgets: list[Budget]
+    principal: str | None
+    quotas: bytes  # RateLimit-Policy
+    states: bytes  # RateLimit, to fill with (remaining, reset) of each budget
+
+    def headers(self, decisions: list[Decision]) -> list[tuple[bytes, bytes]]:
+        """``RateLimit-Policy`` and ``RateLimit`` for the budgets judged (a refusal stops the judging early)."""
+        values: list[int] = []
+        for decision in decisions:
+            values.append(decision.remaining)
+            values.append(math.ceil(decision.reset_after if decision.allowed else decision.retry_after))
+        if len(decisions) == len(self.rules):
+            return [(b"ratelimit-policy", self.quotas), (b"ratelimit", self.states % tuple(values))]
+        judged = self.rules[: len(decisions)]
+        states = b", ".join(rule.state for rule in judged)
+        return [
+            (b"ratelimit-policy", b", ".join(rule.quota for rule in judged)),
+            (b"ratelimit", states % tuple(values)),
+        ]
 
 
-async def _acquire(platform: Platform, principal: str | None) -> tuple[ConcurrencyStore, Lease] | None:
-    """A lease on one of the principal's in-flight slots; with Redis down, a per-process one."""
-    if principal is None:
-        return None
-    limit = platform.settings.concurrent_requests_per_principal
-    try:
-        return platform.concurrency, await platform.concurrency.acquire(principal, limit=limit, ttl=LEASE_TTL)
-    except RedisError:
-        store = platform.local_concurrency
-        return store, await store.acquire(principal, limit=limit, ttl=LEASE_TTL)
-
-
-async def _release(store: ConcurrencyStore, lease: Lease) -> None:
-    try:
-        await store.release(lease)
-    except RedisError:  # the lease expires by itself
-        return
+_PLAN_TTL = 1.0  # seconds: a token may expire, an organization's plan change, and each is seen this late at most
+_PLANS_KEPT = 10_000
 
 
 def _refuse(
@@ -96,109 +121,147 @@ def _refuse(
     return response
 
 
+def _admission(platform: Platform) -> Admission:
+    """In process or on Redis, as the platform keeps its limiter state."""
+    limit = platform.settings.concurrent_requests_per_principal
+    store, leases, fallback = platform.limiter.store, platform.concurrency, platform.limiter.fallback
+    if isinstance(store, MemoryStore) and isinstance(leases, MemoryConcurrency):
+        return LocalAdmission(store, leases, in_flight=limit, ttl=LEASE_TTL)
+    if (
+        isinstance(store, RedisStore)
+        and isinstance(leases, RedisConcurrency)
+        and isinstance(fallback, MemoryStore)
+        and platform.batcher is not None
+    ):
+        local = LocalAdmission(fallback, platform.local_concurrency, in_flight=limit, ttl=LEASE_TTL)
+        return RedisAdmission(
+            platform.limiter, platform.batcher, local, budget_prefix=store.prefix, lease_prefix=leases.prefix
+        )
+    raise TypeError(f"no admission for {type(store).__name__} with {type(leases).__name__}")
+
+
+class _Limits:
+    """What the middleware needs of one platform, worked out the first time it sees it."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.enabled = platform.rate_limits.enabled
+        self.policies = platform.rate_limits
+        self.shedder = platform.shedder
+        self.trusted = platform.trusted_proxies
+        self.admission = _admission(platform)
+        self.local = self.admission if isinstance(self.admission, LocalAdmission) else None
+        self.rules = {group: tuple(_Rule.of(p) for p in self.policies.for_group(group)) for group in PRIORITIES}
+        self._plans: dict[tuple[str, str, str | None, bytes | None, bytes | None], tuple[_Plan, float]] = {}
+
+    def plan(self, scope: Scope) -> _Plan:
+        """The request's plan: made for the first request of its kind, then looked up for a second."""
+        authorization = forwarded = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"x-forwarded-for":
+                forwarded = value
+        client = scope.get("client")
+        kind = (scope["method"], scope["path"], client[0] if client else None, authorization, forwarded)
+        now = time.monotonic()
+        known = self._plans.get(kind)
+        if known is not None and known[1] > now:
+            return known[0]
+        if len(self._plans) >= _PLANS_KEPT:
+            self._plans.clear()
+        plan = self._make_plan(*kind)
+        self._plans[kind] = (plan, now + _PLAN_TTL)
+        return plan
+
+    def _make_plan(
+        self, method: str, path: str, peer: str | None, authorization: bytes | None, forwarded: bytes | None
+    ) -> _Plan:
+        """Which budgets a request spends: one for each policy of its group that can name a subject."""
+        group = route_group(method, path)
+        if group is None:  # never limited: nothing to spend, never shed
+            return _Plan(Priority.CRITICAL, 0, [], [], None, b"", b"")
+        ip = client_ip(peer, forwarded.decode("latin-1"), self.trusted) if forwarded and self.trusted else peer
+        principal = None
+        rules: list[_Rule] = []
+        budgets: list[Budget] = []
+        for rule in self.rules[group]:
+            counted = rule
+            by = rule.policy.by
+            if by is Subject.IP:
+                subject = ip
+            elif by is Subject.PRINCIPAL:
+                subject = principal = _principal(self.platform, authorization)
+            else:
+                org = org_in_path(path)
+                subject = str(org) if org else None
+                rate = self.platform.org_rates.rate_for(org, rule.policy) if org else None
+                if rate is not None and rate != rule.rate:  # the organization's plan sets its own
+                    counted = _Rule.of(rule.policy, rate)
+            if subject:
+                rules.append(counted)
+                budgets.append((counted.policy, counted.rate, counted.prefix + subject))
+        quotas = b", ".join(rule.quota for rule in rules)
+        states = b", ".join(rule.state for rule in rules)
+        cost = self.policies.cost(method, path)
+        return _Plan(PRIORITIES[group], cost, rules, budgets, principal, quotas, states)
+
+
 class RateLimits:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._limits: _Limits | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _limits_of(self, scope: Scope) -> _Limits | None:
         app = scope.get("app")
         platform: Platform | None = getattr(app.state, "platform", None) if app is not None else None
-        group = route_group(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
-        if platform is None or group is None or not platform.rate_limits.enabled:
+        if platform is not None:
+            self._limits = _Limits(platform)
+        return self._limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                self._limits = None  # the lifespan brings a new platform: work its limits out again
             await self.app(scope, receive, send)
             return
-        if not platform.shedder.admit(PRIORITIES[group]):
+        limits = self._limits or self._limits_of(scope)
+        if limits is None or not limits.enabled or scope["path"].startswith(UNLIMITED):
+            await self.app(scope, receive, send)
+            return
+        plan = limits.plan(scope)
+        if not limits.shedder.admit(plan.priority):
             await _refuse(503, "overloaded", "Overloaded", "The server is overloaded; try again shortly.")(
                 scope, receive, send
             )
             return
-        plan, principal = _plan(platform, scope, group)
-        cost = platform.rate_limits.cost(scope["method"], scope["path"])
-        lease: tuple[ConcurrencyStore, Lease] | None = None
         try:
-            if platform.batcher is None:
-                applied, refused = await _judge_in_turn(platform, plan, cost)
+            if limits.local is not None:  # in process: no coroutine to make and await
+                verdict = limits.local.admit_now(plan.budgets, cost=plan.cost, holder=plan.principal)
             else:
-                applied, refused, lease = await _judge_together(platform, plan, cost, principal)
+                verdict = await limits.admission.admit(plan.budgets, cost=plan.cost, holder=plan.principal)
         except LimiterUnavailable as exc:
             await _refuse(503, exc.code, exc.title, exc.detail)(scope, receive, send)
             return
-        extra = rate_limit_headers(applied) if applied else []
-        if refused is not None:
-            if lease is not None:
-                await _release(*lease)
-            wait = max(1, math.ceil(refused.retry_after))
-            detail = f"Slow down: try again in {wait} seconds."
-            await _refuse(429, "too_many_requests", "Too many requests", detail, wait=wait, extra=extra)(
-                scope, receive, send
-            )
+        extra = plan.headers(verdict.decisions) if verdict.decisions else []
+        if verdict.refused is not None or (verdict.lease is not None and not verdict.lease.granted):
+            await _too_many(verdict, extra)(scope, receive, send)
             return
-        if platform.batcher is None:
-            lease = await _acquire(platform, principal)
-        if lease is not None and not lease[1].granted:
-            detail = f"At most {lease[1].limit} requests at once per user or API key; wait for one to finish."
-            await _refuse(429, "too_many_requests", "Too many requests at once", detail)(scope, receive, send)
-            return
-
         scope[EXTRA_HEADERS] = extra  # RequestContext adds them as the response starts
-
-        platform.shedder.enter()
+        limits.shedder.enter()
         try:
             await self.app(scope, receive, send)
         finally:
-            platform.shedder.leave()
-            if lease is not None:
-                await _release(*lease)
+            limits.shedder.leave()
+            if verdict.lease is not None:
+                limits.admission.release(verdict)
 
 
-Plan = list[tuple[LimitPolicy, Rate, str]]
-
-
-def _plan(platform: Platform, scope: Scope, group: str) -> tuple[Plan, str | None]:
-    """Which budgets this request spends: (policy, rate, key) for each policy of its group that can name
-    a subject, and the principal (for the in-flight cap)."""
-    headers = _headers(scope)
-    peer = scope["client"][0] if scope.get("client") else None
-    forwarded = headers.get(b"x-forwarded-for")
-    ip = client_ip(peer, forwarded.decode("latin-1") if forwarded else None, platform.trusted_proxies)
-    org = org_in_path(scope["path"])
-    principal: str | None = None
-    plan: Plan = []
-    for policy in platform.rate_limits.for_group(group):
-        if policy.by is Subject.PRINCIPAL:
-            principal = _principal(platform, headers.get(b"authorization"))
-            subject = principal
-        else:
-            subject = ip if policy.by is Subject.IP else (str(org) if org else None)
-        if subject:
-            plan_rate = platform.org_rates.rate_for(org, policy) if org and policy.by is Subject.ORG else None
-            plan.append((policy, plan_rate or policy.rate, f"{policy.name}:{subject}"))
-    return plan, principal
-
-
-async def _judge(platform: Platform, policy: LimitPolicy, rate: Rate, key: str, cost: int) -> Decision:
-    return await platform.limiter.hit(
-        key, rate, cost=cost, fail_closed=policy.fail_closed, policy=policy.name, shadow=policy.shadow
-    )
-
-
-async def _judge_in_turn(platform: Platform, plan: Plan, cost: int) -> tuple[Applied, Decision | None]:
-    """In process: one budget after another, stopping at the first refusal."""
-    applied: Applied = []
-    for policy, rate, key in plan:
-        decision = await _judge(platform, policy, rate, key, cost)
-        applied.append((policy, rate, decision))
-        if not decision.allowed:
-            return applied, decision
-    return applied, None
-
-
-async def _judge_together(
-    platform: Platform, plan: Plan, cost: int, principal: str | None
-) -> tuple[Applied, Decision | None, tuple[ConcurrencyStore, Lease] | None]:
-    """On Redis: every budget and the in-flight lease at once, so they share one pipeline."""
-    judging = asyncio.gather(*(_judge(platform, policy, rate, key, cost) for policy, rate, key in plan))
-    decisions, lease = await asyncio.gather(judging, _acquire(platform, principal))
-    applied: Applied = [(p, r, d) for (p, r, _), d in zip(plan, decisions, strict=True)]
-    refused = next((d for d in decisions if not d.allowed), None)
-    return applied, refused, lease
+def _too_many(verdict: Verdict, extra: list[tuple[bytes, bytes]]) -> Response:
+    if verdict.refused is not None:
+        wait = max(1, math.ceil(verdict.refused.retry_after))
+        detail = f"Slow down: try again in {wait} seconds."
+        return _refuse(429, "too_many_requests", "Too many requests", detail, wait=wait, extra=extra)
+    limit = verdict.lease.limit if verdict.lease is not None else 0
+    detail = f"At most {limit} requests at once per user or API key; wait for one to finish."
+    return _refuse(429, "too_many_requests", "Too many requests at once", detail)

@@ -10,35 +10,41 @@ pipeline) comes back on its own future, so each caller still decides what an err
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+# What to send: a script (or None for a plain command), its number of keys, its keys and arguments (or
+# the command's words), and the future waiting for the reply (None when no one waits).
+_Command = tuple[AsyncScript | None, int, Sequence[Any], asyncio.Future[Any] | None]
+
 
 class RedisBatcher:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._pending: list[tuple[AsyncScript | None, tuple[Any, ...], asyncio.Future[Any] | None]] = []
+        self._pending: list[_Command] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def script(self, source: str) -> AsyncScript:
         return self.redis.register_script(source)
 
-    def run(self, script: AsyncScript, key: str, *args: Any) -> asyncio.Future[Any]:
-        """EVALSHA ``script`` on ``key`` in the next pipeline; the future holds its reply."""
+    def run(self, script: AsyncScript, keys: int, words: Sequence[Any]) -> asyncio.Future[Any]:
+        """EVALSHA ``script`` in the next pipeline, ``words`` being its first ``keys`` keys and then its
+        arguments; the future holds its reply."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit(script, (key, *args), future)
+        self._submit((script, keys, words, future))
         return future
 
     def fire(self, *command: Any) -> None:
         """Send a plain command in the next pipeline, with no one waiting for it (a lease's release)."""
-        self._submit(None, command, None)
+        self._submit((None, 0, command, None))
 
-    def _submit(self, script: AsyncScript | None, args: tuple[Any, ...], future: asyncio.Future[Any] | None) -> None:
-        self._pending.append((script, args, future))
+    def _submit(self, command: _Command) -> None:
+        self._pending.append(command)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -49,33 +55,33 @@ class RedisBatcher:
         self._tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[AsyncScript | None, tuple[Any, ...], asyncio.Future[Any] | None]]) -> None:
+    async def _send(self, batch: list[_Command]) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        for script, args, _ in batch:
+        for script, keys, words, _ in batch:
             if script is None:
-                pipe.execute_command(*args)
+                pipe.execute_command(*words)
             else:
-                pipe.evalsha(script.sha, 1, *args)
+                pipe.evalsha(script.sha, keys, *words)
         try:
             replies = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
-            for _, _, future in batch:
+            for *_, future in batch:
                 if future is not None and not future.done():
                     future.set_exception(exc)
             return
-        for (script, args, future), reply in zip(batch, replies, strict=True):
+        for (script, keys, words, future), reply in zip(batch, replies, strict=True):
             if future is None or future.done():
                 continue
             if isinstance(reply, NoScriptError) and script is not None:  # Redis restarted: load it again
-                await self._retry(script, args, future)
+                await self._retry(script, keys, words, future)
             elif isinstance(reply, ResponseError | RedisError):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
 
-    async def _retry(self, script: AsyncScript, args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+    async def _retry(self, script: AsyncScript, keys: int, words: Sequence[Any], future: asyncio.Future[Any]) -> None:
         try:
-            future.set_result(await script(keys=[args[0]], args=list(args[1:])))
+            future.set_result(await script(keys=list(words[:keys]), args=list(words[keys:])))
         except RedisError as exc:
             future.set_exception(exc)
 

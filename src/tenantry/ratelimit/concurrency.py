@@ -17,9 +17,11 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from tenantry.ratelimit.batching import RedisBatcher
+from tenantry.ratelimit.lua import ACQUIRE_SCRIPT
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs about a microsecond, paid for every request.
+@dataclass(slots=True)
 class Lease:
     key: str
     id: str
@@ -61,7 +63,13 @@ class MemoryConcurrency:
     async def acquire(self, key: str, *, limit: int, ttl: float) -> Lease:
         """Drop the key's expired leases, then grant a new one if fewer than ``limit`` remain."""
         _check(limit, ttl)
-        now = time.monotonic()
+        return self.acquire_now(key, limit=limit, ttl=ttl)
+
+    def acquire_now(self, key: str, *, limit: int, ttl: float, now: float | None = None) -> Lease:
+        """``acquire`` without awaiting (and without checking its arguments, which the caller vouches for),
+        at ``now`` on the monotonic clock if given."""
+        if now is None:
+            now = time.monotonic()
         leases = self._leases.get(key)
         if leases is None:
             leases = self._leases[key] = {}
@@ -79,11 +87,16 @@ class MemoryConcurrency:
             leases[lease_id] = now + ttl
         elif not leases:
             del self._leases[key]  # limit 0: keep no empty entry behind
-        self._sweep(now)
+        if now - self._last_sweep >= self._sweep_every:
+            self._sweep(now)
         return Lease(key, lease_id, granted, len(leases), limit)
 
     async def release(self, lease: Lease) -> None:
         """Free the lease's slot (a no-op for an ungranted or already released lease)."""
+        self.release_now(lease)
+
+    def release_now(self, lease: Lease) -> None:
+        """``release`` without awaiting."""
         if not lease.granted:
             return
         leases = self._leases.get(lease.key)
@@ -95,34 +108,9 @@ class MemoryConcurrency:
 
     def _sweep(self, now: float) -> None:
         # Keys whose leases all expired unreleased and are never asked for again would otherwise stay forever.
-        if now - self._last_sweep < self._sweep_every:
-            return
         self._last_sweep = now
         for key in [k for k, leases in self._leases.items() if all(e <= now for e in leases.values())]:
             del self._leases[key]
-
-
-# One round trip per acquire. Redis's own clock decides "now" so every process agrees on when a lease
-# expires. The sorted set scores each lease by its expiry; the key lives as long as its longest lease, so
-# a key whose holders all died disappears by itself. Scores are formatted explicitly because Redis turns
-# Lua numbers into strings with 14 significant digits, which would round away the milliseconds.
-_ACQUIRE_LUA = """
-local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local lease_id = ARGV[3]
-local clock = redis.call("TIME")
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-redis.call("ZREMRANGEBYSCORE", key, "-inf", string.format("%.6f", now))
-local count = redis.call("ZCARD", key)
-if count >= limit then
-  return {0, count}
-end
-redis.call("ZADD", key, string.format("%.6f", now + ttl), lease_id)
-local last = tonumber(redis.call("ZRANGE", key, -1, -1, "WITHSCORES")[2])
-redis.call("PEXPIRE", key, math.max(1, math.ceil((last - now) * 1000)))
-return {1, count + 1}
-"""
 
 
 class RedisConcurrency:
@@ -136,7 +124,7 @@ class RedisConcurrency:
     def __init__(self, redis: Redis, *, prefix: str = "tenantry:cc:", batcher: RedisBatcher | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.script = redis.register_script(_ACQUIRE_LUA)
+        self.script = redis.register_script(ACQUIRE_SCRIPT)
         # With a batcher, acquires share pipelines with other limiter calls, and releases are sent in the
         # next pipeline without anyone waiting for them (a lost one expires after its ttl).
         self.batcher = batcher
@@ -147,7 +135,7 @@ class RedisConcurrency:
         lease_id = uuid.uuid4().hex
         args: list[str | int] = [limit, repr(float(ttl)), lease_id]
         if self.batcher is not None:
-            granted, in_flight = await self.batcher.run(self.script, self.prefix + key, *args)
+            granted, in_flight = await self.batcher.run(self.script, 1, [self.prefix + key, *args])
         else:
             granted, in_flight = await self.script(keys=[self.prefix + key], args=args)
         return Lease(key, lease_id, bool(granted), int(in_flight), limit)

@@ -8,12 +8,13 @@ and counted, and nothing answers 500. A policy in shadow mode is counted and rep
 
 from __future__ import annotations
 
-import functools
 import time
-from typing import Any
+from collections import defaultdict
+from collections.abc import Iterator
 
 import structlog
-from prometheus_client import Counter
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from tenantry.core.errors import Unavailable
 from tenantry.ratelimit.gcra import Decision, Rate
@@ -21,16 +22,44 @@ from tenantry.ratelimit.store import LimiterStore, MemoryStore, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
-CHECKS = Counter("tenantry_ratelimit_checks_total", "Rate-limit checks by policy and outcome.", ["policy", "outcome"])
 STORE_FAILURES = Counter(
     "tenantry_ratelimit_store_failures_total", "Checks the shared store could not answer, by what followed.", ["then"]
 )
 
 
-@functools.cache
-def _counter(policy: str, outcome: str) -> Any:
-    """The labelled child counter, looked up once (``labels()`` costs a lock and a dict per call)."""
-    return CHECKS.labels(policy, outcome)
+class CheckCounts:
+    """``tenantry_ratelimit_checks_total`` by policy and outcome, counted in a plain dict and read when
+    scraped. Every check of every request is counted, and a prometheus_client child counter takes a lock
+    on each increment; only the event loop's thread counts here, so the lock buys nothing."""
+
+    def __init__(self) -> None:
+        self.counts: defaultdict[tuple[str, str], int] = defaultdict(int)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "tenantry_ratelimit_checks", "Rate-limit checks by policy and outcome.", labels=["policy", "outcome"]
+        )
+        for (policy, outcome), count in list(self.counts.items()):
+            family.add_metric([policy, outcome], count)
+        yield family
+
+
+CHECKS = CheckCounts()
+REGISTRY.register(CHECKS)  # module level: registered once per process, as prometheus_client's registry wants
+
+
+def settle(decision: Decision, *, policy: str, key: str, shadow: bool) -> Decision:
+    """Count a check of ``policy``; a refusal in shadow mode is logged and then reported as allowed, with
+    nothing left."""
+    if decision.allowed:
+        CHECKS.counts[policy, "allowed"] += 1
+        return decision
+    if not shadow:
+        CHECKS.counts[policy, "refused"] += 1
+        return decision
+    CHECKS.counts[policy, "shadow_refused"] += 1
+    log.info("ratelimit.shadow_refusal", policy=policy, key=key)
+    return Decision(True, 0, 0.0, decision.reset_after)
 
 
 class LimiterUnavailable(Unavailable):
@@ -62,21 +91,25 @@ class Limiter:
         try:
             decision = await self.store.hit(key, rate, cost=cost, peek=peek)
         except StoreUnavailable as exc:
-            self._warn(exc, fail_closed=fail_closed)
-            if fail_closed:
-                STORE_FAILURES.labels("refused").inc()
-                raise LimiterUnavailable("The rate limiter cannot be reached; try again in a moment.") from exc
-            STORE_FAILURES.labels("per_process").inc()
+            self.unavailable(exc, fail_closed=fail_closed)
             decision = await self.fallback.hit(key, rate, cost=cost, peek=peek)
         if policy and not peek:
-            outcome = "allowed" if decision.allowed else ("shadow_refused" if shadow else "refused")
-            _counter(policy, outcome).inc()
+            return settle(decision, policy=policy, key=key, shadow=shadow)
         if shadow and not decision.allowed:
             log.info("ratelimit.shadow_refusal", policy=policy, key=key)
             return Decision(True, 0, 0.0, decision.reset_after)
         return decision
 
-    def _warn(self, exc: StoreUnavailable, *, fail_closed: bool) -> None:
+    def unavailable(self, exc: Exception, *, fail_closed: bool, checks: int = 1) -> None:
+        """The shared store did not answer ``checks`` checks: warn and count, then raise
+        ``LimiterUnavailable`` if they fail closed (otherwise the caller asks the per-process fallback)."""
+        self._warn(exc, fail_closed=fail_closed)
+        if fail_closed:
+            STORE_FAILURES.labels("refused").inc(checks)
+            raise LimiterUnavailable("The rate limiter cannot be reached; try again in a moment.") from exc
+        STORE_FAILURES.labels("per_process").inc(checks)
+
+    def _warn(self, exc: Exception, *, fail_closed: bool) -> None:
         now = time.monotonic()
         if now - self._warned_at > 5:  # once per 5 s: a dead Redis must not flood the log
             self._warned_at = now

@@ -50,13 +50,13 @@ DEFAULT_COSTS = {"read": 1, "write": 2, "mail": 5}
 _LOGIN = ("/v1/auth/login", "/v1/auth/mfa", "/v1/auth/passkey")
 _MAILS = ("/v1/auth/signup", "/v1/auth/password/forgot", "/v1/auth/verify-email/resend")
 _ORG = re.compile(r"^/v1/orgs/([0-9a-fA-F-]{36})(?:/|$)")
-_UNLIMITED = ("/healthz", "/readyz", "/metrics", "/console/static/", "/favicon.ico")
+UNLIMITED = ("/healthz", "/readyz", "/metrics", "/console/static/", "/favicon.ico")
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def route_group(method: str, path: str) -> str | None:
     """The group a request is counted in, or None for what is never limited (health, static files)."""
-    if path.startswith(_UNLIMITED):
+    if path.startswith(UNLIMITED):
         return None
     if path.startswith(_LOGIN):
         return "login"

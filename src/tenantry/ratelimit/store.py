@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from tenantry.ratelimit.batching import RedisBatcher
 from tenantry.ratelimit.gcra import Decision, Rate, decide
+from tenantry.ratelimit.lua import GCRA_SCRIPT
 
 log = structlog.get_logger(__name__)
 
@@ -34,48 +35,26 @@ class MemoryStore:
         self._last_sweep = time.monotonic()
 
     async def hit(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
-        now = time.monotonic()
-        tat = self._tat.get(key)
-        if tat is not None and tat <= now:
-            tat = None  # a TAT in the past means a full burst, the same as no entry
-        decision, new_tat = decide(rate, tat, now, cost)
-        if not peek and decision.allowed:
+        return self.hit_now(key, rate, cost=cost, peek=peek)
+
+    def hit_now(
+        self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False, now: float | None = None
+    ) -> Decision:
+        """``hit`` without awaiting (nothing here waits), at ``now`` on the monotonic clock if given (one
+        reading for all the checks of a request)."""
+        if now is None:
+            now = time.monotonic()
+        decision, new_tat = decide(rate, self._tat.get(key), now, cost)  # a TAT in the past: a full burst
+        if decision.allowed and not peek:
             self._tat[key] = new_tat
-        self._sweep(now)
+        if now - self._last_sweep >= 60 or len(self._tat) >= self._max_keys:
+            self._sweep(now)
         return decision
 
     def _sweep(self, now: float) -> None:
-        if len(self._tat) < self._max_keys and now - self._last_sweep < 60:
-            return
         self._last_sweep = now
         for key in [k for k, tat in self._tat.items() if tat <= now]:
             del self._tat[key]
-
-
-# GCRA in one round trip. Redis's own clock decides "now", so every process agrees on it; the key
-# expires by itself once it holds no information (TAT in the past).
-_GCRA_LUA = """
-local key = KEYS[1]
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local peek = ARGV[4] == "1"
-local clock = redis.call("TIME")
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local tat = tonumber(redis.call("GET", key))
-if tat == nil or tat < now then tat = now end
-local new_tat = tat + cost * interval
-local allow_at = new_tat - tolerance
-if allow_at - now > 1e-9 then
-  local remaining = math.max(0, math.floor((tolerance - (tat - now)) / interval))
-  return {0, remaining, tostring(allow_at - now), tostring(tat - now)}
-end
-if not peek then
-  redis.call("SET", key, tostring(new_tat), "PX", math.max(1, math.ceil((new_tat - now) * 1000)))
-end
-local remaining = math.max(0, math.floor((tolerance - (new_tat - now)) / interval))
-return {1, remaining, "0", tostring(new_tat - now)}
-"""
 
 
 class StoreUnavailable(Exception):
@@ -89,7 +68,7 @@ class RedisStore:
     def __init__(self, redis: Redis, *, prefix: str = "tenantry:rl:", batcher: RedisBatcher | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.script = redis.register_script(_GCRA_LUA)
+        self.script = redis.register_script(GCRA_SCRIPT)
         # With a batcher, the checks of requests arriving together share one pipeline (one round trip).
         self.batcher = batcher
 
@@ -97,7 +76,7 @@ class RedisStore:
         args = [rate.emission_interval, rate.tolerance, cost, "1" if peek else "0"]
         try:
             if self.batcher is not None:
-                reply = await self.batcher.run(self.script, self.prefix + key, *args)
+                reply = await self.batcher.run(self.script, 1, [self.prefix + key, *args])
             else:
                 reply = await self.script(keys=[self.prefix + key], args=args)
             allowed, remaining, retry_after, reset_after = reply
