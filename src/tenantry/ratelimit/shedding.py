@@ -118,7 +118,14 @@ class LoadShedder:
         """Whether to serve a request of ``priority`` now; ``False`` means answer 503 at once."""
         if priority is Priority.CRITICAL:
             return True
-        if self.level < (1 if priority is Priority.LOW else 2):
+        # ``level`` worked out inline (asked before every request): low priority needs level 0, normal below 2.
+        lag = self._lag
+        if self._wake_at is not None:
+            lag = max(lag, time.monotonic() - self._wake_at)
+        if priority is Priority.LOW:
+            if lag <= self.lag_soft and self._in_flight <= self._low_bound:
+                return True
+        elif lag <= self.lag_hard and self._in_flight < self.max_in_flight:
             return True
         _SHED_BY_PRIORITY[priority].inc()
         return False
