@@ -228,3 +228,50 @@ async def test_users_reset_mfa_lets_someone_who_lost_their_app_sign_in_with_the_
     assert "No account with the email nobody@example.com" in words(unknown.stdout)
     assert "access_token" in after.json()
     assert me.json()["mfa_enabled"] is False
+
+
+async def test_worker_once_sends_webhooks_and_the_operator_lists_them(tmp_path: Path) -> None:
+    from tests.factories.tenancy import create_org
+    from tests.webhooks.receiver import Receiver, answer
+
+    env = {**env_for(tmp_path), "TENANTRY_WEBHOOK_ALLOW_PRIVATE": "true", "TENANTRY_WEBHOOK_RETRY_SCHEDULE": "60"}
+    settings = Settings(
+        database_url=env["TENANTRY_DATABASE_URL"],
+        data_dir=tmp_path / "data",
+        base_url=BASE_URL,
+        embedded_worker=False,
+        webhook_allow_private=True,
+        log_level="warning",
+    )
+    migrate.upgrade(settings.database_url)
+    app = create_app(settings, access_log=False)
+    async with (
+        Receiver() as receiver,
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as http,
+    ):
+        org = await create_org(http)
+        for path, reply in (("/ok", answer(204)), ("/down", answer(503, body="maintenance"))):
+            made = await http.post(
+                org.path("/webhooks"),
+                json={"url": receiver.route(path, reply), "event_types": ["webhook.test"]},
+                headers=org.owner.headers,
+            )
+            await http.post(org.path(f"/webhooks/{made.json()['id']}/test"), headers=org.owner.headers)
+        await asyncio.sleep(0.3)
+        assert receiver.requests == []  # nobody delivers until a worker runs
+
+        worked = await tenantry("worker", "--once", env=env, cwd=tmp_path)
+        listed = await tenantry("webhooks", "deliveries", "--org", org.id, env=env, cwd=tmp_path)
+        failed = await tenantry("webhooks", "deliveries", "--org", org.id, "--status", "pending", env=env, cwd=tmp_path)
+        bad = await tenantry("webhooks", "deliveries", "--org", org.id, "--status", "lost", env=env, cwd=tmp_path)
+
+    assert worked.returncode == 0, worked
+    assert {r.path for r in receiver.requests} == {"/ok", "/down"}
+    assert listed.returncode == 0, listed
+    out = words(listed.stdout)
+    assert "succeeded" in out
+    assert "pending" in out  # the 503 is retried in a minute
+    assert "503" in out
+    assert "succeeded" not in words(failed.stdout)
+    assert bad.returncode == 2

@@ -170,7 +170,10 @@ def webhooks_deliveries(
     if not found:
         console.print("No deliveries.")
         return
-    table = Table("made at", "event", "endpoint", "status", "attempts", "last answer", "next attempt")
+    table = Table()
+    for name in ("made at", "event", "endpoint", "status", "attempts", "last answer", "next attempt"):
+        # Narrow terminals fold the URL and the answer, never a status or a time.
+        table.add_column(name, overflow="fold", no_wrap=name not in ("endpoint", "last answer"))
     for url, d in found:
         last_attempt = d.attempts[-1] if d.attempts else None
         answer = "" if last_attempt is None else str(last_attempt.response_status or last_attempt.error or "")
@@ -183,7 +186,8 @@ def webhooks_deliveries(
             answer[:60],
             f"{d.next_attempt_at:%H:%M:%S}" if d.next_attempt_at else "",
         )
-    console.print(table)
+    # Piped to a file or another program, the table is not squeezed into 80 columns.
+    (console if console.is_terminal else Console(width=160)).print(table)
 
 
 @keys_app.command("rotate")
