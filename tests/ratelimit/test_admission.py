@@ -45,6 +45,14 @@ async def admission(request: pytest.FixtureRequest, redis: Redis) -> AsyncIterat
     await batcher.close()
 
 
+async def admit(admission: Admission, spend: list[Budget], *, cost: int = 1, holder: str | None = None) -> Verdict:
+    return await admission.admit(admission.prepare(spend, cost=cost, holder=holder))
+
+
+def release(admission: Admission, verdict: Verdict, holder: str) -> None:
+    admission.release(admission.prepare([], cost=1, holder=holder), verdict)
+
+
 def budgets(*policies: LimitPolicy, subject: str) -> list[Budget]:
     return [(policy, policy.rate, f"{policy.name}:{subject}") for policy in policies]
 
@@ -57,7 +65,7 @@ def summary(verdict: Verdict) -> tuple[list[tuple[bool, int]], bool, bool | None
 async def test_budgets_are_spent_in_order_until_one_refuses(admission: Admission) -> None:
     subject = uuid.uuid4().hex
     spend = budgets(BY_IP, BY_USER, subject=subject)
-    verdicts = [await admission.admit(spend, cost=1, holder=None) for _ in range(4)]
+    verdicts = [await admit(admission, spend) for _ in range(4)]
 
     assert [summary(v) for v in verdicts] == [
         ([(True, 2), (True, 99)], False, None),
@@ -67,15 +75,15 @@ async def test_budgets_are_spent_in_order_until_one_refuses(admission: Admission
     ]
     assert verdicts[3].refused is not None
     assert 1.9 < verdicts[3].refused.retry_after <= 2.0
-    after = await admission.admit(budgets(BY_USER, subject=subject), cost=1, holder=None)
+    after = await admit(admission, budgets(BY_USER, subject=subject))
     assert [d.remaining for d in after.decisions] == [96]
 
 
 async def test_a_request_may_cost_more_than_one(admission: Admission) -> None:
     spend = budgets(BY_IP, subject=uuid.uuid4().hex)
 
-    first = await admission.admit(spend, cost=2, holder=None)
-    second = await admission.admit(spend, cost=2, holder=None)
+    first = await admit(admission, spend, cost=2, holder=None)
+    second = await admit(admission, spend, cost=2, holder=None)
 
     assert summary(first) == ([(True, 1)], False, None)
     assert summary(second) == ([(False, 1)], True, None)
@@ -88,7 +96,7 @@ async def test_a_shadow_budget_counts_and_reports_but_never_refuses(admission: A
 
     before = refused_in_shadow()
     spend = budgets(SHADOW, BY_USER, subject=uuid.uuid4().hex)
-    verdicts = [await admission.admit(spend, cost=1, holder=None) for _ in range(3)]
+    verdicts = [await admit(admission, spend) for _ in range(3)]
 
     assert [summary(v) for v in verdicts] == [
         ([(True, 0), (True, 99)], False, None),
@@ -102,8 +110,8 @@ async def test_the_lease_is_taken_only_when_every_budget_allows(admission: Admis
     holder = f"user:{uuid.uuid4().hex}"
     spend = budgets(BY_IP, subject=uuid.uuid4().hex)
 
-    held = [await admission.admit(spend, cost=1, holder=holder) for _ in range(3)]
-    refused = await admission.admit(spend, cost=1, holder=holder)  # budget spent: no lease asked for
+    held = [await admit(admission, spend, holder=holder) for _ in range(3)]
+    refused = await admit(admission, spend, holder=holder)  # budget spent: no lease asked for
 
     assert [summary(v) for v in held] == [
         ([(True, 2)], False, True),
@@ -114,24 +122,24 @@ async def test_the_lease_is_taken_only_when_every_budget_allows(admission: Admis
     assert (held[2].lease.in_flight, held[2].lease.limit) == (2, 2)
     assert summary(refused) == ([(False, 0)], True, None)
 
-    admission.release(held[0])
+    release(admission, held[0], holder)
     await asyncio.sleep(0.05)  # a release to Redis goes out with the next pipeline, unawaited
-    again = await admission.admit(budgets(BY_USER, subject=uuid.uuid4().hex), cost=1, holder=holder)
+    again = await admit(admission, budgets(BY_USER, subject=uuid.uuid4().hex), holder=holder)
     assert summary(again)[2] is True
 
 
 async def test_without_a_holder_no_lease_is_taken(admission: Admission) -> None:
-    verdict = await admission.admit(budgets(BY_IP, subject=uuid.uuid4().hex), cost=1, holder=None)
+    verdict = await admit(admission, budgets(BY_IP, subject=uuid.uuid4().hex))
 
     assert verdict.lease is None
-    admission.release(verdict)  # nothing to give back, and no error
+    release(admission, verdict, "user:nobody")  # nothing to give back, and no error
 
 
 async def test_on_redis_budgets_and_leases_are_the_stores_own(redis: Redis) -> None:
     admission, batcher = redis_admission(redis, in_flight=5)
     subject, holder = uuid.uuid4().hex, f"user:{uuid.uuid4().hex}"
     try:
-        verdict = await admission.admit(budgets(BY_IP, subject=subject), cost=1, holder=holder)
+        verdict = await admit(admission, budgets(BY_IP, subject=subject), holder=holder)
         alone = await RedisStore(redis).hit(f"{BY_IP.name}:{subject}", RATE)
         in_flight = await RedisConcurrency(redis).acquire(holder, limit=5, ttl=30)
     finally:
@@ -150,11 +158,11 @@ async def test_with_redis_unreachable_requests_are_judged_per_process_and_sign_i
     holder = f"user:{uuid.uuid4().hex}"
     try:
         spend = budgets(BY_IP, subject=uuid.uuid4().hex)
-        verdicts = [await admission.admit(spend, cost=1, holder=holder) for _ in range(2)]
+        verdicts = [await admit(admission, spend, holder=holder) for _ in range(2)]
         with pytest.raises(LimiterUnavailable):
-            await admission.admit(budgets(SIGN_IN, subject=uuid.uuid4().hex), cost=1, holder=None)
-        admission.release(verdicts[0])
-        later = await admission.admit(spend, cost=1, holder=holder)
+            await admit(admission, budgets(SIGN_IN, subject=uuid.uuid4().hex))
+        release(admission, verdicts[0], holder)
+        later = await admit(admission, spend, holder=holder)
     finally:
         await batcher.close()
         await unreachable.aclose()

@@ -27,7 +27,7 @@ from tenantry.core.ids import digest
 from tenantry.http.client_ip import client_ip
 from tenantry.http.middleware import EXTRA_HEADERS
 from tenantry.http.problems import problem
-from tenantry.ratelimit.admission import Admission, Budget, LocalAdmission, RedisAdmission, Verdict
+from tenantry.ratelimit.admission import Admission, Budget, LocalAdmission, RedisAdmission, Ticket, Verdict
 from tenantry.ratelimit.concurrency import MemoryConcurrency, RedisConcurrency
 from tenantry.ratelimit.gcra import Decision, Rate
 from tenantry.ratelimit.limiter import LimiterUnavailable
@@ -82,14 +82,12 @@ class _Rule:
 
 @dataclass(slots=True, eq=False)
 class _Plan:
-    """What one kind of request spends: its budgets (and the rules they come from), at what cost, the
-    principal whose in-flight slots it takes, and its header values when every budget is judged."""
+    """What one kind of request spends: its admission ticket (its budgets, cost and principal), the rules
+    its budgets come from, and its header values when every budget is judged."""
 
     priority: Priority
-    cost: int
+    ticket: Ticket
     rules: list[_Rule]
-    budgets: list[Budget]
-    principal: str | None
     quotas: bytes  # RateLimit-Policy
     states: bytes  # RateLimit, to fill with (remaining, reset) of each budget
 
@@ -180,7 +178,7 @@ class _Limits:
         """Which budgets a request spends: one for each policy of its group that can name a subject."""
         group = route_group(method, path)
         if group is None:  # never limited: nothing to spend, never shed
-            return _Plan(Priority.CRITICAL, 0, [], [], None, b"", b"")
+            return _Plan(Priority.CRITICAL, self.admission.prepare([], cost=0, holder=None), [], b"", b"")
         ip = client_ip(peer, forwarded.decode("latin-1"), self.trusted) if forwarded and self.trusted else peer
         principal = None
         rules: list[_Rule] = []
@@ -201,10 +199,10 @@ class _Limits:
             if subject:
                 rules.append(counted)
                 budgets.append((counted.policy, counted.rate, counted.prefix + subject))
+        ticket = self.admission.prepare(budgets, cost=self.policies.cost(method, path), holder=principal)
         quotas = b", ".join(rule.quota for rule in rules)
         states = b", ".join(rule.state for rule in rules)
-        cost = self.policies.cost(method, path)
-        return _Plan(PRIORITIES[group], cost, rules, budgets, principal, quotas, states)
+        return _Plan(PRIORITIES[group], ticket, rules, quotas, states)
 
 
 class RateLimits:
@@ -237,9 +235,9 @@ class RateLimits:
             return
         try:
             if limits.local is not None:  # in process: no coroutine to make and await
-                verdict = limits.local.admit_now(plan.budgets, cost=plan.cost, holder=plan.principal)
+                verdict = limits.local.admit_now(plan.ticket)
             else:
-                verdict = await limits.admission.admit(plan.budgets, cost=plan.cost, holder=plan.principal)
+                verdict = await limits.admission.admit(plan.ticket)
         except LimiterUnavailable as exc:
             await _refuse(503, exc.code, exc.title, exc.detail)(scope, receive, send)
             return
@@ -254,7 +252,7 @@ class RateLimits:
         finally:
             limits.shedder.leave()
             if verdict.lease is not None:
-                limits.admission.release(verdict)
+                limits.admission.release(plan.ticket, verdict)
 
 
 def _too_many(verdict: Verdict, extra: list[tuple[bytes, bytes]]) -> Response:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
-from tenantry.ratelimit.batching import RedisBatcher
+from tenantry.ratelimit.batching import Call, RedisBatcher
 from tenantry.ratelimit.concurrency import Lease, MemoryConcurrency
 from tenantry.ratelimit.gcra import Decision, Rate
 from tenantry.ratelimit.limiter import CHECKS, Limiter, settle
@@ -31,8 +31,20 @@ from tenantry.ratelimit.policies import LimitPolicy
 from tenantry.ratelimit.store import MemoryStore
 
 # One budget a request spends: the policy counting it, its rate (the policy's or the organization's), and
-# the key of whoever it counts. A plain tuple: a few are made for every request.
+# the key of whoever it counts.
 Budget = tuple[LimitPolicy, Rate, str]
+
+
+@dataclass(slots=True, eq=False)
+class Ticket:
+    """What one kind of request asks for, prepared once and presented by every request of that kind: its
+    budgets, its cost and the holder of its lease (on Redis, also its script call and release, packed)."""
+
+    budgets: Sequence[Budget]
+    cost: int
+    holder: str | None  # whose in-flight slots it takes (None: it takes none)
+    call: Call | None = None
+    release: Call | None = None
 
 
 @dataclass(slots=True)
@@ -44,12 +56,16 @@ class Verdict:
 
 
 class Admission(Protocol):
-    async def admit(self, budgets: Sequence[Budget], *, cost: int, holder: str | None) -> Verdict:
-        """Judge ``budgets`` in order, then take one of ``holder``'s in-flight slots (none without a holder).
-        Raises ``LimiterUnavailable`` when a fail-closed budget cannot be judged."""
+    def prepare(self, budgets: Sequence[Budget], *, cost: int, holder: str | None) -> Ticket:
+        """The ticket of requests spending ``budgets`` at ``cost`` and taking one of ``holder``'s slots."""
         ...
 
-    def release(self, verdict: Verdict) -> None:
+    async def admit(self, ticket: Ticket) -> Verdict:
+        """Judge the ticket's budgets in order, then take one of its holder's in-flight slots. Raises
+        ``LimiterUnavailable`` when a fail-closed budget cannot be judged."""
+        ...
+
+    def release(self, ticket: Ticket, verdict: Verdict) -> None:
         """Give back the verdict's lease, if it was granted; never waits and never raises."""
         ...
 
@@ -69,16 +85,21 @@ class LocalAdmission:
         self.in_flight = in_flight
         self.ttl = ttl
 
-    async def admit(self, budgets: Sequence[Budget], *, cost: int, holder: str | None) -> Verdict:
-        """See :class:`Admission`; never raises."""
-        return self.admit_now(budgets, cost=cost, holder=holder)
+    def prepare(self, budgets: Sequence[Budget], *, cost: int, holder: str | None) -> Ticket:
+        """See :class:`Admission`."""
+        return Ticket(budgets, cost, holder)
 
-    def admit_now(self, budgets: Sequence[Budget], *, cost: int, holder: str | None) -> Verdict:
+    async def admit(self, ticket: Ticket) -> Verdict:
+        """See :class:`Admission`; never raises."""
+        return self.admit_now(ticket)
+
+    def admit_now(self, ticket: Ticket) -> Verdict:
         """``admit`` without awaiting."""
         decisions: list[Decision] = []
         hit = self.store.hit_now
+        cost = ticket.cost
         now = time.monotonic()
-        for policy, rate, key in budgets:
+        for policy, rate, key in ticket.budgets:
             decision = hit(key, rate, cost=cost, now=now)
             if decision.allowed:
                 CHECKS.counts[policy.name, "allowed"] += 1  # settle()'s common case, without the call
@@ -87,13 +108,12 @@ class LocalAdmission:
             decisions.append(decision)
             if not decision.allowed:
                 return Verdict(decisions, decision)
-        if holder is None:
+        if ticket.holder is None:
             return Verdict(decisions, None)
-        return Verdict(
-            decisions, None, self.leases.acquire_now(holder, limit=self.in_flight, ttl=self.ttl, now=now), True
-        )
+        lease = self.leases.acquire_now(ticket.holder, limit=self.in_flight, ttl=self.ttl, now=now)
+        return Verdict(decisions, None, lease, True)
 
-    def release(self, verdict: Verdict) -> None:
+    def release(self, ticket: Ticket, verdict: Verdict) -> None:
         """See :class:`Admission`."""
         if verdict.lease is not None:
             self.leases.release_now(verdict.lease)
@@ -103,8 +123,8 @@ class RedisAdmission:
     """Budgets and leases in Redis, shared by every process: one script per request, sent through the
     batcher. ``local`` judges requests while Redis cannot be reached (for the budgets that fail open).
 
-    Keys and lease ids are those of ``RedisStore`` and ``RedisConcurrency`` (same prefixes), so a check made
-    alone and one made here spend the same budget.
+    Keys are those of ``RedisStore`` and ``RedisConcurrency`` (same prefixes), so a check made alone and
+    one made here spend the same budget.
     """
 
     def __init__(
@@ -122,58 +142,58 @@ class RedisAdmission:
         self.script = batcher.script(ADMIT_SCRIPT)
         self.budget_prefix = budget_prefix
         self.lease_prefix = lease_prefix
-        self._lease_words = [str(local.in_flight), repr(float(local.ttl))]
         # Unique across the fleet without a uuid4 per request: a random prefix per process, then a counter.
         self._lease_ids = map(f"{uuid.uuid4().hex[:16]}-{{:x}}".format, itertools.count())
-        self._rate_words: dict[Rate, tuple[str, str]] = {}
 
-    async def admit(self, budgets: Sequence[Budget], *, cost: int, holder: str | None) -> Verdict:
-        """See :class:`Admission`."""
+    def prepare(self, budgets: Sequence[Budget], *, cost: int, holder: str | None) -> Ticket:
+        """See :class:`Admission`: the script call is packed here, all but the lease id."""
         keys = [self.budget_prefix + key for _, _, key in budgets]
-        lease_id = ""
+        args: list[Any] = [cost, self.local.in_flight, float(self.local.ttl)]
+        for policy, rate, _ in budgets:
+            args += (rate.emission_interval, rate.tolerance, "1" if policy.shadow else "0")
+        release = None
         if holder is not None:
             keys.append(self.lease_prefix + holder)
-            lease_id = next(self._lease_ids)
-        words: list[Any] = [*keys, cost, *self._lease_words, lease_id]
-        for policy, rate, _ in budgets:
-            words += self._rate_words.get(rate) or self._words_of(rate)
-            words.append("1" if policy.shadow else "0")
+            release = Call.command("ZREM", self.lease_prefix + holder)
+        return Ticket(budgets, cost, holder, Call.evalsha(self.script, keys, args), release)
+
+    async def admit(self, ticket: Ticket) -> Verdict:
+        """See :class:`Admission`."""
+        assert ticket.call is not None, "a ticket prepared by this admission"
+        lease_id = "" if ticket.holder is None else next(self._lease_ids)
         try:
-            reply = await self.batcher.run(self.script, len(keys), words)
+            reply = await self.batcher.call(ticket.call, lease_id)
         except RedisError as exc:
-            self.limiter.unavailable(
-                exc, fail_closed=any(policy.fail_closed for policy, _, _ in budgets), checks=len(budgets)
-            )
-            return self.local.admit_now(budgets, cost=cost, holder=holder)
-        return self._verdict(budgets, reply, holder, lease_id)
+            fail_closed = any(policy.fail_closed for policy, _, _ in ticket.budgets)
+            self.limiter.unavailable(exc, fail_closed=fail_closed, checks=len(ticket.budgets))
+            return self.local.admit_now(ticket)
+        return self._verdict(ticket, reply, lease_id)
 
-    def _words_of(self, rate: Rate) -> tuple[str, str]:
-        words = self._rate_words[rate] = (repr(rate.emission_interval), repr(rate.tolerance))
-        return words
-
-    def _verdict(self, budgets: Sequence[Budget], reply: list[Any], holder: str | None, lease_id: str) -> Verdict:
+    def _verdict(self, ticket: Ticket, reply: list[Any], lease_id: str) -> Verdict:
         decisions: list[Decision] = []
         at = 0
-        for policy, _, key in budgets:
-            allowed, remaining, retry_after, reset_after = reply[at : at + 4]
+        for policy, _, key in ticket.budgets:
+            decision = Decision(reply[at] == 1, reply[at + 1], float(reply[at + 2]), float(reply[at + 3]))
             at += 4
-            decision = Decision(allowed == 1, remaining, float(retry_after), float(reset_after))
-            decision = settle(decision, policy=policy.name, key=key, shadow=policy.shadow)
+            if decision.allowed:
+                CHECKS.counts[policy.name, "allowed"] += 1  # settle()'s common case, without the call
+            else:
+                decision = settle(decision, policy=policy.name, key=key, shadow=policy.shadow)
             decisions.append(decision)
             if not decision.allowed:
                 return Verdict(decisions, decision)
-        if holder is None:
+        if ticket.holder is None:
             return Verdict(decisions, None)
-        granted, held = reply[at : at + 2]
-        return Verdict(decisions, None, Lease(holder, lease_id, granted == 1, held, self.local.in_flight))
+        lease = Lease(ticket.holder, lease_id, reply[at] == 1, reply[at + 1], self.local.in_flight)
+        return Verdict(decisions, None, lease)
 
-    def release(self, verdict: Verdict) -> None:
-        """See :class:`Admission`: a lease granted by Redis is removed in the next pipeline, unawaited (one
-        that is lost expires after its ttl)."""
+    def release(self, ticket: Ticket, verdict: Verdict) -> None:
+        """See :class:`Admission`: a lease granted by Redis is removed in the next batch, unawaited (one that
+        is lost expires after its ttl)."""
         lease = verdict.lease
         if lease is None or not lease.granted:
             return
         if verdict.is_local:
-            self.local.release(verdict)
-        else:
-            self.batcher.fire("ZREM", self.lease_prefix + lease.key, lease.id)
+            self.local.release(ticket, verdict)
+        elif ticket.release is not None:
+            self.batcher.fire(ticket.release, lease.id)

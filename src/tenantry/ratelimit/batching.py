@@ -1,25 +1,65 @@
 """Many limiter calls, one Redis round trip: commands submitted during one turn of the event loop are sent
-together as one pipeline.
+together in one write, and their replies read back in order.
 
-Under load, every request asks Redis two or three small things (its budgets, a lease); sent one by one
-each costs a full round trip and redis-py's per-call overhead. Gathered per loop turn they cost one
-pipeline for all the requests that arrived together. A command's answer (or the ``RedisError`` of the
-pipeline) comes back on its own future, so each caller still decides what an error means for it.
+Under load, every request asks Redis something small (its budgets and lease, then a release); sent one by
+one each costs a full round trip and redis-py's per-call overhead. Gathered per loop turn they cost one
+round trip for all the requests that arrived together. A command's answer (or the error of its batch)
+comes back on its own future, so each caller still decides what an error means for it.
+
+redis-py's pipeline spends tens of microseconds per command here (its encoder for every word, a timeout
+context for every reply, observability hooks), most of the cost of commands this small: the batcher writes
+the Redis protocol itself and reads the replies off connections of its own, made like the client's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-# What to send: a script (or None for a plain command), its number of keys, its keys and arguments (or
-# the command's words), and the future waiting for the reply (None when no one waits).
-_Command = tuple[AsyncScript | None, int, Sequence[Any], asyncio.Future[Any] | None]
+
+def _pack(*words: Any) -> bytes:
+    """Words in the Redis protocol (RESP), without the count that heads a command: str as UTF-8, numbers by
+    their repr, bytes as they are."""
+    parts = []
+    for word in words:
+        data = word if isinstance(word, bytes) else (word if isinstance(word, str) else repr(word)).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A command packed ahead but for its last word, which changes from call to call (a lease id): a request
+    of a kind seen before costs one concatenation to send."""
+
+    head: bytes  # the command's count, then every word but the last, packed
+    script: AsyncScript | None  # for a script call: to load it again if Redis has forgotten it
+    keys: int
+    words: tuple[Any, ...]  # a script's keys and arguments (or a command's words), but the last
+
+    @classmethod
+    def evalsha(cls, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Call:
+        words = (*keys, *args)
+        head = b"*%d\r\n" % (len(words) + 4) + _pack("EVALSHA", script.sha, len(keys), *words)
+        return cls(head, script, len(keys), words)
+
+    @classmethod
+    def command(cls, *words: Any) -> Call:
+        return cls(b"*%d\r\n" % (len(words) + 1) + _pack(*words), None, 0, words)
+
+
+# What to send, packed; how to run it again (script, number of keys, keys and arguments) if Redis has
+# forgotten the script; and the future waiting for the reply (None when no one waits).
+_Command = tuple[bytes, tuple[AsyncScript, int, tuple[Any, ...]] | None, asyncio.Future[Any] | None]
 
 
 class RedisBatcher:
@@ -28,20 +68,28 @@ class RedisBatcher:
         self._pending: list[_Command] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Connections of the batcher's own, made with the client's settings: one per batch in flight, free of
+        # the pool's per-checkout work (a lock, a readiness check, observability hooks).
+        self._idle: list[AbstractConnection] = []
 
     def script(self, source: str) -> AsyncScript:
         return self.redis.register_script(source)
 
     def run(self, script: AsyncScript, keys: int, words: Sequence[Any]) -> asyncio.Future[Any]:
-        """EVALSHA ``script`` in the next pipeline, ``words`` being its first ``keys`` keys and then its
+        """EVALSHA ``script`` in the next batch, ``words`` being its first ``keys`` keys and then its
         arguments; the future holds its reply."""
+        return self.call(Call.evalsha(script, words[:keys], words[keys:-1]), words[-1])
+
+    def call(self, call: Call, last: Any) -> asyncio.Future[Any]:
+        """Send ``call`` with its ``last`` word in the next batch; the future holds its reply."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submit((script, keys, words, future))
+        retry = None if call.script is None else (call.script, call.keys, (*call.words, last))
+        self._submit((call.head + _pack(last), retry, future))
         return future
 
-    def fire(self, *command: Any) -> None:
-        """Send a plain command in the next pipeline, with no one waiting for it (a lease's release)."""
-        self._submit((None, 0, command, None))
+    def fire(self, call: Call, last: Any) -> None:
+        """Send ``call`` with its ``last`` word in the next batch, with no one waiting for it (a release)."""
+        self._submit((call.head + _pack(last), None, None))
 
     def _submit(self, command: _Command) -> None:
         self._pending.append(command)
@@ -56,28 +104,52 @@ class RedisBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Command]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for script, keys, words, _ in batch:
-            if script is None:
-                pipe.execute_command(*words)
-            else:
-                pipe.evalsha(script.sha, keys, *words)
         try:
-            replies = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
+            replies = await self._exchange(b"".join([packed for packed, _, _ in batch]), len(batch))
+        except (RedisError, OSError, TimeoutError) as exc:
+            error = exc if isinstance(exc, RedisError) else RedisError(repr(exc))
             for *_, future in batch:
                 if future is not None and not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(error)
             return
-        for (script, keys, words, future), reply in zip(batch, replies, strict=True):
+        for (_, retry, future), reply in zip(batch, replies, strict=True):
             if future is None or future.done():
                 continue
-            if isinstance(reply, NoScriptError) and script is not None:  # Redis restarted: load it again
-                await self._retry(script, keys, words, future)
-            elif isinstance(reply, ResponseError | RedisError):
+            if isinstance(reply, NoScriptError) and retry is not None:  # Redis restarted: load it again
+                await self._retry(*retry, future)
+            elif isinstance(reply, ResponseError):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _exchange(self, packed: bytes, count: int) -> list[Any]:
+        """Write ``packed`` (``count`` commands) on a connection of the batcher's own and read their replies,
+        an error reply in its place; the connection is dropped on any other failure (its replies may be out
+        of step with the next writer's)."""
+        connection = self._idle.pop() if self._idle else self._connection()
+        try:
+            if not connection.is_connected:
+                await connection.connect()  # type: ignore[no-untyped-call]
+            # The client's socket timeout, once for the whole exchange rather than once per reply.
+            timeout = connection.socket_timeout
+            async with asyncio.timeout(timeout) if timeout else contextlib.nullcontext():
+                await connection.send_packed_command(packed, check_health=False)
+                replies: list[Any] = []
+                for _ in range(count):
+                    try:
+                        replies.append(await connection.read_response(timeout=math.inf))
+                    except ResponseError as exc:
+                        replies.append(exc)
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            self._idle.append(connection)
+        return replies
+
+    def _connection(self) -> AbstractConnection:
+        made: AbstractConnection = self.redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        return made
 
     async def _retry(self, script: AsyncScript, keys: int, words: Sequence[Any], future: asyncio.Future[Any]) -> None:
         try:
@@ -91,3 +163,6 @@ class RedisBatcher:
             self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()

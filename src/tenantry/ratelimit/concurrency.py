@@ -16,7 +16,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from tenantry.ratelimit.batching import RedisBatcher
+from tenantry.ratelimit.batching import Call, RedisBatcher
 from tenantry.ratelimit.lua import ACQUIRE_SCRIPT
 
 
@@ -145,6 +145,6 @@ class RedisConcurrency:
         if not lease.granted:
             return
         if self.batcher is not None:
-            self.batcher.fire("ZREM", self.prefix + lease.key, lease.id)
+            self.batcher.fire(Call.command("ZREM", self.prefix + lease.key), lease.id)
         else:
             await self.redis.zrem(self.prefix + lease.key, lease.id)

@@ -75,7 +75,8 @@ return {lease(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], clock())}
 
 # A request: its budgets in order, stopping at the first refusal (a budget in shadow mode never stops it),
 # then, if none refused, its lease. KEYS: the budgets' keys, then the lease's key if one is asked for.
-# ARGV: cost, lease limit, lease ttl, lease id, then each budget's interval, tolerance and shadow ("1").
+# ARGV: cost, lease limit, lease ttl, then each budget's interval, tolerance and shadow ("1"), then the lease
+# id (last, so that everything before it can be packed once per kind of request).
 # Reply: four values per budget judged (as GCRA_SCRIPT's), then two for the lease (as ACQUIRE_SCRIPT's).
 ADMIT_SCRIPT = (
     CLOCK
@@ -87,7 +88,7 @@ local budgets = (#ARGV - 4) / 3
 local now = clock()
 local reply = {}
 for i = 1, budgets do
-  local at = 2 + 3 * i
+  local at = 1 + 3 * i
   local allowed, remaining, retry_after, reset_after =
     gcra(KEYS[i], tonumber(ARGV[at]), tonumber(ARGV[at + 1]), cost, false, now)
   local n = #reply
@@ -97,7 +98,7 @@ for i = 1, budgets do
   end
 end
 if #KEYS > budgets then
-  local granted, held = lease(KEYS[budgets + 1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], now)
+  local granted, held = lease(KEYS[budgets + 1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[#ARGV], now)
   local n = #reply
   reply[n + 1], reply[n + 2] = granted, held
 end

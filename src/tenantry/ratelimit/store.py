@@ -37,9 +37,7 @@ class MemoryStore:
     async def hit(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
         return self.hit_now(key, rate, cost=cost, peek=peek)
 
-    def hit_now(
-        self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False, now: float | None = None
-    ) -> Decision:
+    def hit_now(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False, now: float | None = None) -> Decision:
         """``hit`` without awaiting (nothing here waits), at ``now`` on the monotonic clock if given (one
         reading for all the checks of a request)."""
         if now is None:
