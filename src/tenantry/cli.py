@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import uuid
 from typing import Any
 
@@ -105,8 +106,14 @@ def worker(once: bool = typer.Option(False, help="Do what is pending, then exit.
             if once:
                 await platform.drain()
             else:
-                console.print(f"Worker {platform.node_id} running; Ctrl-C stops it.")
-                await asyncio.Event().wait()
+                # SIGTERM (systemd, Kubernetes, a rolling deploy) and Ctrl-C stop it gracefully: the
+                # requests in flight finish and are logged, what it holds unstarted is handed back.
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, stop.set)
+                console.print(f"Worker {platform.node_id} running; Ctrl-C or SIGTERM stops it.")
+                await stop.wait()
         finally:
             await platform.stop()
 

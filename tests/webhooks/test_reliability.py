@@ -318,11 +318,6 @@ async def test_a_postgresql_crash_mid_run_loses_no_event(
     assert worker.poll() is None, "the worker exited when its database went away"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`tenantry worker` installs no SIGTERM handler: the signal kills it at once, as SIGKILL would, so the "
-    "requests in flight are abandoned and every lease it holds must run out before anyone resends",
-)
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_sigterm_lets_a_worker_finish_its_requests_in_flight_then_leave(
     database_url: str, tmp_path: Path, fleet: Fleet, workers: Workers, receiver: Receiver

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -84,6 +85,7 @@ class Deliverer:
         self.ledger = Ledger(db, config=config, node_id=node_id, targets=self.targets)
         self._queued: dict[uuid.UUID, deque[Job]] = {}  # endpoint -> held, waiting for one of its slots
         self._queued_count = 0
+        self._claiming = 0  # room a claim in progress may fill
         self._busy: dict[uuid.UUID, int] = {}  # endpoint -> requests in flight from this process
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -103,10 +105,14 @@ class Deliverer:
     # -- capacity ------------------------------------------------------------------------------------
 
     def room(self, endpoint_id: uuid.UUID | None = None) -> int:
-        """How many more deliveries this process takes on now (for ``endpoint_id``: to that endpoint)."""
+        """How many more deliveries this process takes on now (for ``endpoint_id``: to that endpoint), a
+        claim in progress counted as full."""
+        return self._room(endpoint_id, reserved=self._claiming)
+
+    def _room(self, endpoint_id: uuid.UUID | None, *, reserved: int = 0) -> int:
         if not self._accepting:
             return 0
-        overall = 2 * self.config.concurrency - len(self._tasks) - self._queued_count
+        overall = 2 * self.config.concurrency - len(self._tasks) - self._queued_count - reserved
         if endpoint_id is None:
             return overall
         queued = self._queued.get(endpoint_id)
@@ -122,11 +128,17 @@ class Deliverer:
 
     def _start_ready(self) -> None:
         per_endpoint, concurrency = self.config.per_endpoint, self.config.concurrency
+        # A request must end (it times out at the latest) while its lease holds, or another process could
+        # claim and send it at the same time: one held too long is handed back instead.
+        latest = time.monotonic() + self.config.timeout + 2.0
         for endpoint_id in list(self._queued):
             queue = self._queued[endpoint_id]
             while queue and self._busy.get(endpoint_id, 0) < per_endpoint and len(self._tasks) < concurrency:
                 delivery, target = queue.popleft()
                 self._queued_count -= 1
+                if delivery.lease_ends < latest:
+                    self.ledger.record(Result(delivery, target, None))  # due again now, for whoever claims it
+                    continue
                 self._busy[endpoint_id] = self._busy.get(endpoint_id, 0) + 1
                 task = asyncio.create_task(self._deliver(delivery, target))
                 self._tasks.add(task)
@@ -207,7 +219,10 @@ class Deliverer:
             self._session = None
 
     async def _finish(self, flusher: asyncio.Task[None]) -> None:
-        self._queued.clear()  # held but not started: their leases run out, and someone claims them again
+        for queue in self._queued.values():  # held but not started: handed back, due now for whoever claims them
+            for delivery, target in queue:
+                self.ledger.record(Result(delivery, target, None))
+        self._queued.clear()
         self._queued_count = 0
         if self._tasks:
             await asyncio.wait(self._tasks)
@@ -235,15 +250,19 @@ class Deliverer:
         """Claim due deliveries, as many as there is room for; returns how many."""
         # No more than one endpoint could take at once: rows read beyond what their endpoints have room
         # for are read for nothing (a backlog of one endpoint would fill every claim).
-        room = min(self.room(), 2 * self.config.per_endpoint)
+        room = min(self._room(None), 2 * self.config.per_endpoint)
         if room <= 0:
             return 0
-        jobs = await self.unscoped_claim(room)
+        self._claiming = room  # the fan-out, meanwhile, must not count on this room too
+        try:
+            jobs = await self.unscoped_claim(room)
+        finally:
+            self._claiming = 0
         self.take(jobs)
         return len(jobs)
 
     def _due(self, now: datetime) -> Any:
-        full = [e for e in set(self._busy) | set(self._queued) if self.room(e) <= 0]
+        full = [e for e in set(self._busy) | set(self._queued) if self._room(e) <= 0]
         condition = and_(
             Delivery.status == PENDING,
             Delivery.next_attempt_at <= now,
@@ -254,7 +273,7 @@ class Deliverer:
     async def unscoped_claim(self, limit: int) -> list[Job]:
         """Lease up to ``limit`` due deliveries of enabled endpoints, none beyond an endpoint's room. Crosses
         organizations (one queue for all), hence unscoped."""
-        now = utcnow()
+        now, lease_ends = utcnow(), time.monotonic() + self.config.lease.total_seconds()
         due = self._due(now)
         if self.db.is_sqlite:  # one writer: look on the read pool first, take the write lock only for real work
             async with self.db.reader.connect() as connection:
@@ -293,6 +312,7 @@ class Deliverer:
                     r.attempt_count,
                     r.is_one_shot,
                     r.next_attempt_at,
+                    lease_ends,
                 )
                 jobs.append((claimed, target))
         return jobs
@@ -301,7 +321,7 @@ class Deliverer:
         taken: dict[uuid.UUID, int] = {}
         ids = []
         for delivery_id, endpoint_id in candidates:
-            if taken.get(endpoint_id, 0) < self.room(endpoint_id):
+            if taken.get(endpoint_id, 0) < self._room(endpoint_id):
                 taken[endpoint_id] = taken.get(endpoint_id, 0) + 1
                 ids.append(delivery_id)
         return ids

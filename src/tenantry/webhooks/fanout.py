@@ -12,6 +12,7 @@ claim, which is most of a webhook's latency and of its database work.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliver
         routes.setdefault(endpoint.org_id, []).append(_Route(endpoint, endpoint.id, room))
     now = utcnow()
     lease_until = now + deliverer.config.lease if deliverer is not None else None
+    lease_ends = time.monotonic() + deliverer.config.lease.total_seconds() if deliverer is not None else 0.0
     rows: list[dict[str, Any]] = []
     handed: list[Job] = []
     for event in events:
@@ -109,7 +111,7 @@ async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliver
             if held and deliverer is not None:
                 route.room -= 1
                 route.target = route.target or deliverer.targets.put(route.endpoint, now)
-                claimed = Claimed(delivery_id, org_id, route.id, event_id, payload.encode(), 0, False, now)
+                claimed = Claimed(delivery_id, org_id, route.id, event_id, payload.encode(), 0, False, now, lease_ends)
                 handed.append((claimed, route.target))
     if not rows:
         return

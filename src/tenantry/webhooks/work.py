@@ -70,6 +70,7 @@ class Claimed:
     attempt_count: int
     is_one_shot: bool
     due_at: datetime
+    lease_ends: float  # time.monotonic() when its lease runs out; not started this close to it, it is handed back
 
 
 Job = tuple[Claimed, Target]
