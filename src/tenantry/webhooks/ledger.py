@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
@@ -70,25 +71,32 @@ class Ledger:
         if not results:
             return
         try:
-            async with self.db.transaction() as tx:
-                await scope.unscoped(tx)  # a batch spans organizations
-                await self._write(tx, results)
+            try:
+                await self._write_all(results, only_alive=False)
+            except IntegrityError:
+                # An endpoint (or its organization) was deleted while a request of it was in flight, and
+                # took the delivery with it: its attempt has nothing left to belong to. Rare enough to
+                # look for only when it happens.
+                await self._write_all(results, only_alive=True)
         except BaseException:
             self._results[:0] = results
             raise
 
-    async def _write(self, tx: AsyncSession, results: list[Result]) -> None:
+    async def _write_all(self, results: list[Result], *, only_alive: bool) -> None:
+        async with self.db.transaction() as tx:
+            await scope.unscoped(tx)  # a batch spans organizations
+            await self._write(tx, results, only_alive=only_alive)
+
+    async def _write(self, tx: AsyncSession, results: list[Result], *, only_alive: bool) -> None:
         now = utcnow()
-        # An endpoint (or its organization) deleted while its request was in flight took the delivery
-        # with it: its attempt has nothing left to belong to.
-        ids = [r.delivery.id for r in results]
-        alive = set((await tx.scalars(select(Delivery.id).where(Delivery.id.in_(ids)))).all())
+        if only_alive:
+            ids = [r.delivery.id for r in results]
+            alive = set((await tx.scalars(select(Delivery.id).where(Delivery.id.in_(ids)))).all())
+            results = [r for r in results if r.delivery.id in alive]
         attempts: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []
         sent = failed = 0
         for result in results:
-            if result.delivery.id not in alive:
-                continue
             attempt, change = self._settle(result, now)
             if attempt is not None:
                 attempts.append(attempt)

@@ -6,7 +6,7 @@ the attempt log keeps; nothing here raises for the receiver's behaviour.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ class Request:
     headers: Mapping[str, str]  # the endpoint's own, checked at registration not to shadow ours
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     at: datetime
     status: int | None
@@ -101,14 +101,16 @@ async def send(session: aiohttp.ClientSession, request: Request, *, time_limit: 
         "webhook-signature": sign(request.keys, msg_id=request.msg_id, timestamp=timestamp, body=request.body),
     }
     try:
-        async with asyncio.timeout(time_limit):
-            async with session.post(request.url, data=request.body, headers=headers, allow_redirects=False) as response:
-                body, complete = await _read(response, body_limit)
-                if not complete:
-                    response.close()  # never drain the rest of a huge answer: drop the connection
-                status, wait = response.status, None
-                if status in (429, 503):
-                    wait = retry_after(response.headers.get("retry-after"))
+        # aiohttp's total timeout bounds the whole exchange: connecting, sending, and reading the answer.
+        async with session.post(
+            request.url, data=request.body, headers=headers, allow_redirects=False, timeout=_timeout(time_limit)
+        ) as response:
+            body, complete = await _read(response, body_limit)
+            if not complete:
+                response.close()  # never drain the rest of a huge answer: drop the connection
+            status, wait = response.status, None
+            if status in (429, 503):
+                wait = retry_after(response.headers.get("retry-after"))
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         return Outcome(at, None, _elapsed_ms(started), error=_error(exc, time_limit)[:500])
     error = (
@@ -119,6 +121,11 @@ async def send(session: aiohttp.ClientSession, request: Request, *, time_limit: 
     # PostgreSQL's text holds no NUL: one in an answer would fail the whole batch of results it is written with.
     text = body.decode("utf-8", "replace").replace("\x00", "\ufffd") if body else None
     return Outcome(at, status, _elapsed_ms(started), error=error, body=text, retry_after=wait)
+
+
+@functools.cache
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def _elapsed_ms(started: float) -> int:
