@@ -155,7 +155,7 @@ class RedisAdmission:
         if holder is not None:
             keys.append(self.lease_prefix + holder)
             release = Call.command("ZREM", self.lease_prefix + holder)
-        return Ticket(budgets, cost, holder, Call.evalsha(self.script, keys, args), release)
+        return Ticket(budgets, cost, holder, Call.evalsha(self.script, len(keys), [*keys, *args]), release)
 
     async def admit(self, ticket: Ticket) -> Verdict:
         """See :class:`Admission`."""

@@ -38,23 +38,28 @@ def _pack(*words: Any) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A command packed ahead but for its last word, which changes from call to call (a lease id): a request
-    of a kind seen before costs one concatenation to send."""
+    """A command packed ahead but for one word that changes from call to call (a key, a lease id): a request
+    of a kind seen before costs a concatenation to send."""
 
-    head: bytes  # the command's count, then every word but the last, packed
-    script: AsyncScript | None  # for a script call: to load it again if Redis has forgotten it
+    head: bytes  # the command's count, then every word before the one given with each call, packed
+    tail: bytes  # every word after it, packed
+    script: AsyncScript | None  # for a script call: to run it again if Redis has forgotten it
     keys: int
-    words: tuple[Any, ...]  # a script's keys and arguments (or a command's words), but the last
+    before: tuple[Any, ...]  # a script's keys and arguments (or a command's words) around the given word
+    after: tuple[Any, ...]
 
     @classmethod
-    def evalsha(cls, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Call:
-        words = (*keys, *args)
-        head = b"*%d\r\n" % (len(words) + 4) + _pack("EVALSHA", script.sha, len(keys), *words)
-        return cls(head, script, len(keys), words)
+    def evalsha(cls, script: AsyncScript, keys: int, before: Sequence[Any], after: Sequence[Any] = ()) -> Call:
+        """EVALSHA of ``script`` with ``keys`` keys, its words being ``before``, then the word given with
+        each call, then ``after``."""
+        count = len(before) + 1 + len(after) + 3
+        head = b"*%d\r\n" % count + _pack("EVALSHA", script.sha, keys, *before)
+        return cls(head, _pack(*after), script, keys, tuple(before), tuple(after))
 
     @classmethod
-    def command(cls, *words: Any) -> Call:
-        return cls(b"*%d\r\n" % (len(words) + 1) + _pack(*words), None, 0, words)
+    def command(cls, *before: Any) -> Call:
+        """A plain command: ``before``, then the word given with each call."""
+        return cls(b"*%d\r\n" % (len(before) + 1) + _pack(*before), b"", None, 0, before, ())
 
 
 # What to send, packed; how to run it again (script, number of keys, keys and arguments) if Redis has
@@ -78,18 +83,18 @@ class RedisBatcher:
     def run(self, script: AsyncScript, keys: int, words: Sequence[Any]) -> asyncio.Future[Any]:
         """EVALSHA ``script`` in the next batch, ``words`` being its first ``keys`` keys and then its
         arguments; the future holds its reply."""
-        return self.call(Call.evalsha(script, words[:keys], words[keys:-1]), words[-1])
+        return self.call(Call.evalsha(script, keys, words[:-1]), words[-1])
 
-    def call(self, call: Call, last: Any) -> asyncio.Future[Any]:
-        """Send ``call`` with its ``last`` word in the next batch; the future holds its reply."""
+    def call(self, call: Call, word: Any) -> asyncio.Future[Any]:
+        """Send ``call`` with ``word`` in the next batch; the future holds its reply."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        retry = None if call.script is None else (call.script, call.keys, (*call.words, last))
-        self._submit((call.head + _pack(last), retry, future))
+        retry = None if call.script is None else (call.script, call.keys, (*call.before, word, *call.after))
+        self._submit((call.head + _pack(word) + call.tail, retry, future))
         return future
 
-    def fire(self, call: Call, last: Any) -> None:
-        """Send ``call`` with its ``last`` word in the next batch, with no one waiting for it (a release)."""
-        self._submit((call.head + _pack(last), None, None))
+    def fire(self, call: Call, word: Any) -> None:
+        """Send ``call`` with ``word`` in the next batch, with no one waiting for it (a lease's release)."""
+        self._submit((call.head + _pack(word) + call.tail, None, None))
 
     def _submit(self, command: _Command) -> None:
         self._pending.append(command)

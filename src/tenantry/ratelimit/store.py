@@ -7,13 +7,14 @@ requests can never both take the last unit of a budget.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tenantry.ratelimit.batching import RedisBatcher
+from tenantry.ratelimit.batching import Call, RedisBatcher
 from tenantry.ratelimit.gcra import Decision, Rate, decide
 from tenantry.ratelimit.lua import GCRA_SCRIPT
 
@@ -67,17 +68,26 @@ class RedisStore:
         self.redis = redis
         self.prefix = prefix
         self.script = redis.register_script(GCRA_SCRIPT)
-        # With a batcher, the checks of requests arriving together share one pipeline (one round trip).
+        # With a batcher, the checks of requests arriving together share one round trip, and a check of a
+        # rate seen before is packed but for its key.
         self.batcher = batcher
+        self._calls: dict[tuple[Rate, int, bool], Call] = {}
 
     async def hit(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
         args = [rate.emission_interval, rate.tolerance, cost, "1" if peek else "0"]
         try:
             if self.batcher is not None:
-                reply = await self.batcher.run(self.script, 1, [self.prefix + key, *args])
+                call = self._calls.get((rate, cost, peek)) or self._call(rate, cost, peek, args)
+                reply = await self.batcher.call(call, self.prefix + key)
             else:
                 reply = await self.script(keys=[self.prefix + key], args=args)
             allowed, remaining, retry_after, reset_after = reply
         except RedisError as exc:
             raise StoreUnavailable(repr(exc)) from exc
-        return Decision(bool(allowed), int(remaining), float(retry_after), float(reset_after))
+        return Decision(allowed == 1, remaining, float(retry_after), float(reset_after))
+
+    def _call(self, rate: Rate, cost: int, peek: bool, args: Sequence[object]) -> Call:
+        if len(self._calls) >= 1024:  # rates made per webhook endpoint, say: keep a bounded few
+            self._calls.clear()
+        call = self._calls[rate, cost, peek] = Call.evalsha(self.script, 1, (), args)
+        return call
