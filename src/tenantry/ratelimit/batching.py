@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +75,7 @@ class RedisBatcher:
         # Connections of the batcher's own, made with the client's settings: one per batch in flight, free of
         # the pool's per-checkout work (a lock, a readiness check, observability hooks).
         self._idle: list[AbstractConnection] = []
+        self._timeout: float | None = None
 
     def script(self, source: str) -> AsyncScript:
         return self.redis.register_script(source)
@@ -133,16 +133,14 @@ class RedisBatcher:
         of step with the next writer's)."""
         connection = self._idle.pop() if self._idle else self._connection()
         try:
-            if not connection.is_connected:
-                await connection.connect()  # type: ignore[no-untyped-call]
-            # The client's socket timeout, once for the whole exchange rather than once per reply.
-            timeout = connection.socket_timeout
-            async with asyncio.timeout(timeout) if timeout else contextlib.nullcontext():
+            async with asyncio.timeout(self._timeout) if self._timeout else contextlib.nullcontext():
+                if not connection.is_connected:
+                    await connection.connect()  # type: ignore[no-untyped-call]
                 await connection.send_packed_command(packed, check_health=False)
                 replies: list[Any] = []
                 for _ in range(count):
                     try:
-                        replies.append(await connection.read_response(timeout=math.inf))
+                        replies.append(await connection.read_response())
                     except ResponseError as exc:
                         replies.append(exc)
         except BaseException:
@@ -154,6 +152,10 @@ class RedisBatcher:
 
     def _connection(self) -> AbstractConnection:
         made: AbstractConnection = self.redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        # The client's socket timeout applies once to each whole exchange (above), not to every write and
+        # every reply, for each of which redis-py would otherwise start a timer (a task, for a write).
+        self._timeout = made.socket_timeout
+        made.socket_timeout = None
         return made
 
     async def _retry(self, script: AsyncScript, keys: int, words: Sequence[Any], future: asyncio.Future[Any]) -> None:
