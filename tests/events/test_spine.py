@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
@@ -159,6 +160,36 @@ async def test_an_event_that_commits_late_is_not_skipped(database_url: str, db: 
         await slow.dispose()
 
     assert sorted(recorder.seen) == [1, 2]
+
+
+class FailingCommit(Recorder):
+    """A consumer whose first transaction fails as it commits (the database went away at that moment)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def __call__(self, tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
+        await super().__call__(tx, events)
+        if not self.failed:
+            self.failed = True
+            # Flushed only by the commit, after the cursor was saved: a second row with the cursor's key.
+            tx.add(ConsumerCursor(name="recorder", position=0, updated_at=utcnow()))
+
+
+async def test_events_of_a_transaction_that_failed_to_commit_are_handed_over_again(db: Database) -> None:
+    recorder = FailingCommit()
+    dispatcher = Dispatcher(db, node_id="test")
+    dispatcher.register("recorder", recorder)
+    async with db.transaction() as tx:
+        for n in range(3):
+            await emit(tx, EVENT, data={"n": n})
+
+    with pytest.raises(IntegrityError):
+        await dispatcher.drain()
+    await dispatcher.drain()
+
+    assert recorder.seen == [0, 1, 2, 0, 1, 2]  # rolled back, so handed over again: none skipped
 
 
 async def test_platform_events_reach_the_audit_log_once(client: httpx.AsyncClient, platform: Platform) -> None:

@@ -140,19 +140,25 @@ class Dispatcher:
     async def _step(self, consumer: _Consumer) -> bool:
         if await self._nothing_new(consumer):
             return False
-        async with self.db.transaction() as session:
-            position = await self._acquire(session, consumer)
-            if position is None:
-                return False
-            if consumer.high is None:
-                consumer.high = position
-            events = await self._fetch(session, consumer)
-            if not events:
+        try:
+            async with self.db.transaction() as session:
+                position = await self._acquire(session, consumer)
+                if position is None:
+                    return False
+                if consumer.high is None:
+                    consumer.high = position
+                events = await self._fetch(session, consumer)
+                if not events:
+                    await self._save(session, consumer)
+                    return False
+                await consumer.handler(session, events)
+                self._track(consumer, events)
                 await self._save(session, consumer)
-                return False
-            await consumer.handler(session, events)
-            self._track(consumer, events)
-            await self._save(session, consumer)
+        except BaseException:
+            # Nothing of this pass committed (the save or the commit itself may be what failed): what it
+            # tracked in memory must not stand, or the next pass would read past events never handled.
+            consumer.high, consumer.gaps = None, {}
+            raise
         return True
 
     async def _acquire(self, session: AsyncSession, consumer: _Consumer) -> int | None:
