@@ -8,6 +8,7 @@ test_reliability.py).
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -20,9 +21,12 @@ from tenantry.core.clock import utcnow
 from tenantry.db import scope
 from tenantry.events.models import OutboxEvent
 from tenantry.platform import Platform
+from tenantry.ratelimit.gcra import Rate
 from tenantry.settings import Settings
 from tenantry.webhooks import fanout
+from tenantry.webhooks.delivery import Deliverer
 from tenantry.webhooks.models import Endpoint
+from tenantry.webhooks.work import Claimed, Target
 from tests.factories.tenancy import Org, create_org, create_team
 from tests.webhooks.receiver import Receiver, answer, in_turn
 
@@ -332,3 +336,35 @@ async def test_an_endpoint_deleted_while_its_request_is_in_flight_holds_nothing_
     await receiver.wait_for(lambda: len(receiver.at("/other")) == 1, what="the other endpoint's event")
     logged = await settled(client, org, other, 1)  # results are written: nothing is stuck behind the orphan
     assert logged[0]["status"] == "succeeded"
+
+
+async def test_a_delivery_whose_rate_limited_turn_comes_too_late_for_its_lease_is_handed_back_unsent(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """Waiting for an endpoint's rate limit must not carry a request past its lease: by then another process
+    may have claimed the delivery and be sending it too."""
+    org = await create_org(client)
+    endpoint = await add_endpoint(client, org, receiver.url("/late"), rate_limit=2, event_types=TESTS)
+    endpoint_id = uuid.UUID(endpoint["id"])
+    deliverer = Deliverer(
+        platform.db,
+        sealer=platform.sealer,
+        limiter=platform.limiter,
+        config=platform.deliverer.config,
+        node_id="rate-limited-test",
+    )
+    rate = Rate(limit=2, period=1.0, burst=2)
+    for _ in range(2):  # the burst is spent: the next request may go in half a second
+        assert (await platform.limiter.hit(f"webhooks:{endpoint_id}", rate, policy="webhooks.endpoint")).allowed
+    org_id = uuid.UUID(org.id)
+    target = Target(endpoint_id, org_id, receiver.url("/late"), {}, (b"k" * 32,), 2, None)
+    # Lease enough to start, not enough to wait half a second and still end a request (timeout) within it.
+    lease_ends = time.monotonic() + deliverer.config.timeout + 2.25
+    delivery = Claimed(uuid.uuid4(), org_id, endpoint_id, uuid.uuid4(), b"{}", 0, False, utcnow(), lease_ends)
+    try:
+        deliverer.take([(delivery, target)])
+        await deliverer.drain()
+    finally:
+        await deliverer.close()
+
+    assert receiver.at("/late") == []

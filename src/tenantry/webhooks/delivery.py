@@ -330,7 +330,9 @@ class Deliverer:
 
     async def _deliver(self, delivery: Claimed, target: Target) -> None:
         while target.rate_limit and (wait := await self._rate_wait(target)) > 0:
-            if wait > 1.0:  # not worth holding a slot for: hand it back, due when the limit allows
+            # Not worth holding a slot for, or the turn would come too late for a request to end within the
+            # lease (another process could claim and send it meanwhile): hand it back, due when the limit allows.
+            if wait > 1.0 or time.monotonic() + wait + self.config.timeout + 2.0 > delivery.lease_ends:
                 self.ledger.record(Result(delivery, target, None, postpone=wait))
                 return
             await asyncio.sleep(wait)  # then ask again: others waiting beside it may take the turn
