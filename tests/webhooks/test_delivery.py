@@ -368,3 +368,25 @@ async def test_a_delivery_whose_rate_limited_turn_comes_too_late_for_its_lease_i
         await deliverer.close()
 
     assert receiver.at("/late") == []
+
+
+async def test_a_request_that_cannot_be_made_is_a_failed_attempt_not_a_delivery_pending_forever(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """Whatever makes a request impossible (here a header value no client may send, in a row written before
+    such values were refused) is logged as the attempt's error, and the delivery runs its schedule out."""
+    org = await create_org(client)
+    endpoint = await add_endpoint(client, org, receiver.url("/unsendable"), event_types=TESTS)
+    async with platform.db.transaction() as tx:
+        await scope.to_org(tx, uuid.UUID(org.id))
+        await tx.execute(
+            update(Endpoint).where(Endpoint.id == uuid.UUID(endpoint["id"])).values(headers={"X-Bell": "a\x07b"})
+        )
+
+    await client.post(org.path(f"/webhooks/{endpoint['id']}/test"), headers=org.owner.headers)
+    (delivery,) = await settled(client, org, endpoint, 1)
+
+    assert delivery["status"] == "failed"
+    assert len(delivery["attempts"]) == 3
+    assert all("control character" in a["error"] for a in delivery["attempts"])
+    assert receiver.at("/unsendable") == []

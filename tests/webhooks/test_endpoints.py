@@ -96,6 +96,7 @@ async def test_rotation_gives_a_new_secret_while_the_old_one_still_signs(
         ({"url": URL, "headers": {"Host": "elsewhere"}}, "headers"),
         ({"url": URL, "headers": {"X-Split": "a\r\nInjected: yes"}}, "headers"),
         ({"url": URL, "headers": {"Bad Name": "x"}}, "headers"),
+        ({"url": URL, "headers": {"X-Bell": "a\x07b"}}, "headers"),  # a control character: no client sends it
         ({"url": URL, "rate_limit": 0}, "rate_limit"),
         ({"url": URL, "surprise": True}, "surprise"),
         ({"url": "x" * 3000}, "url"),

@@ -111,7 +111,9 @@ async def send(session: aiohttp.ClientSession, request: Request, *, time_limit: 
             status, wait = response.status, None
             if status in (429, 503):
                 wait = retry_after(response.headers.get("retry-after"))
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    # ValueError: a request that cannot be made (a header value or a host name no client may send) is a
+    # failed attempt like any other, not a crash that would leave its delivery pending forever.
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
         return Outcome(at, None, _elapsed_ms(started), error=_error(exc, time_limit)[:500])
     error = (
         f"Redirects are not followed (to {response.headers.get('location', '?')[:200]})."

@@ -45,6 +45,7 @@ from tenantry.webhooks.signing import new_secret
 DNS_TIMEOUT = 5.0  # seconds a registration waits for its URL's name to resolve
 ROTATION_OVERLAP = timedelta(hours=24)  # a rotated-out secret keeps signing beside the new one this long
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name (RFC 9110 token)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # never in a header value (RFC 9110 5.5); aiohttp refuses them
 # Ours to set, or the transport's: an endpoint's own headers may not replace them.
 _RESERVED = {
     "content-type", "content-length", "content-encoding", "host", "user-agent", "connection", "keep-alive",
@@ -144,8 +145,8 @@ def _headers(headers: dict[str, str]) -> dict[str, str]:
         lowered = name.lower()
         if not _TOKEN.match(name) or lowered in _RESERVED or lowered.startswith(("webhook-", "proxy-")):
             raise InvalidInput(f"The header {name!r} cannot be set on an endpoint.", field="headers")
-        if any(c in value for c in "\r\n\0"):
-            raise InvalidInput(f"The value of {name!r} holds a line break.", field="headers")
+        if _CONTROL.search(value):
+            raise InvalidInput(f"The value of {name!r} holds a control character (a line break, say).", field="headers")
     return dict(headers)
 
 
