@@ -97,6 +97,7 @@ async def test_rotation_gives_a_new_secret_while_the_old_one_still_signs(
         ({"url": URL, "headers": {"X-Split": "a\r\nInjected: yes"}}, "headers"),
         ({"url": URL, "headers": {"Bad Name": "x"}}, "headers"),
         ({"url": URL, "headers": {"X-Bell": "a\x07b"}}, "headers"),  # a control character: no client sends it
+        ({"url": "http://" + "a" * 64 + ".example/hook"}, "url"),  # a DNS label is at most 63 characters
         ({"url": URL, "rate_limit": 0}, "rate_limit"),
         ({"url": URL, "surprise": True}, "surprise"),
         ({"url": "x" * 3000}, "url"),

@@ -204,6 +204,9 @@ def _parse(url: str, *, require_https: bool) -> URL:
         raise UnsafeUrl("webhook URLs need a host")
     if ":" not in host and not _HOST_NAME.fullmatch(host):
         raise UnsafeUrl(f"{host!r} is not a valid host name")
+    # DNS's own limits; beyond them the resolver raises UnicodeError (not OSError) rather than not finding it.
+    if ":" not in host and (len(host.removesuffix(".")) > 253 or max(map(len, host.split("."))) > 63):
+        raise UnsafeUrl(f"{host!r} is not a valid host name (at most 63 characters a label, 253 in all)")
     if port is None or not 0 < port < 65536:
         raise UnsafeUrl("the port must be between 1 and 65535")
     return parsed
