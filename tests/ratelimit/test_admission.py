@@ -170,3 +170,17 @@ async def test_with_redis_unreachable_requests_are_judged_per_process_and_sign_i
     assert [summary(v) for v in verdicts] == [([(True, 2)], False, True), ([(True, 1)], False, False)]
     assert all(v.is_local for v in verdicts)
     assert summary(later) == ([(True, 0)], False, True)  # the per-process lease was given back
+
+
+async def test_leases_given_back_together_are_all_freed(admission: Admission) -> None:
+    holders = [f"user:{uuid.uuid4().hex}" for _ in range(3)]
+    spend = budgets(BY_USER, subject=uuid.uuid4().hex)
+    held = [await admit(admission, spend, holder=holder) for holder in holders for _ in range(2)]
+
+    for verdict, holder in zip(held, [h for h in holders for _ in range(2)], strict=True):
+        release(admission, verdict, holder)  # all in one loop turn: on Redis, in one batch
+    await asyncio.sleep(0.05)
+    again = [await admit(admission, spend, holder=holder) for holder in holders for _ in range(2)]
+
+    assert [summary(v)[2] for v in held] == [True, True] * 3
+    assert [summary(v)[2] for v in again] == [True, True] * 3
