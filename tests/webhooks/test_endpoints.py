@@ -155,6 +155,24 @@ async def test_updating_changes_only_what_is_named_and_can_disable(client: httpx
     assert (await client.get(path, headers=org.owner.headers)).status_code == 404
 
 
+@pytest.mark.parametrize("field", ["url", "description", "enabled"])
+async def test_a_null_for_a_field_that_cannot_be_empty_is_refused_and_changes_nothing(
+    client: httpx.AsyncClient, field: str
+) -> None:
+    org = await create_org(client)
+    created = await add_endpoint(client, org, description="kept")
+    path = org.path(f"/webhooks/{created['id']}")
+
+    response = await client.patch(path, json={field: None, "event_types": ["team.created"]}, headers=org.owner.headers)
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "validation_error"
+    assert field in response.text
+    read = (await client.get(path, headers=org.owner.headers)).json()
+    assert (read["url"], read["description"], read["enabled"], read["event_types"]) == (URL, "kept", True, None)
+
+
 async def test_changes_to_endpoints_are_in_the_audit_log(client: httpx.AsyncClient, platform: Platform) -> None:
     org = await create_org(client)
     created = await add_endpoint(client, org)

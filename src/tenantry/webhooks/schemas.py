@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
@@ -41,6 +41,15 @@ class EndpointUpdate(_In):
     headers: Headers | None = None
     rate_limit: RateLimit | None = None
     enabled: bool | None = None
+
+    @field_validator("url", "description", "enabled")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Left out means unchanged; these have no empty value to set (null event_types, headers or
+        # rate_limit do mean something: every event, none, no limit).
+        if value is None:
+            raise ValueError("cannot be null (leave it out to keep it as it is)")
+        return value
 
 
 class Endpoint(BaseModel):
