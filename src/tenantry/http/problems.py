@@ -10,6 +10,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -119,8 +120,47 @@ def internal_error() -> Response:
     )
 
 
+def _is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says a server could not be reached or dropped the connection."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionError | OperationalError | InterfaceError) or getattr(
+            seen, "connection_invalidated", False
+        ):
+            return True
+        if type(seen).__name__ in _DRIVER_OUTAGES:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return False
+
+
+# asyncpg's names for a connection that is gone (they are not OSErrors, and SQLAlchemy does not always
+# mark them as disconnects).
+_DRIVER_OUTAGES = {"ConnectionDoesNotExistError", "CannotConnectNowError", "ConnectionFailureError"}
+
+
+async def _outage(_request: Request, exc: Exception) -> Response:
+    """A server a request needs (the database, most often: restarting, failed over, a connection cut, or
+    busy) that cannot be reached is an outage to wait out, not a bug: 503 with Retry-After. Any other
+    database error is unexpected (500)."""
+    if not _is_outage(exc):
+        raise exc
+    log.warning("dependency.unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
+    return problem(
+        503,
+        Unavailable.code,
+        Unavailable.title,
+        "A server this request needs cannot be reached right now; try again in a moment.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install(app: FastAPI) -> None:
     """Make every error of ``app`` answer as problem+json (unexpected ones: ``RequestContext``)."""
+    app.add_exception_handler(DBAPIError, _outage)
+    app.add_exception_handler(ConnectionError, _outage)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
