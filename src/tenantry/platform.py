@@ -199,6 +199,9 @@ class Platform:
         self.deliverer.request_stop()
         self.sweeper.request_stop()
         if self._tasks:
+            # A webhook request in flight ends within its timeout (15 s by default): cut short, it would not be
+            # logged and would be sent again once its lease ran out. So the grace is never shorter than that.
+            grace = max(grace, self.deliverer.config.timeout + 5.0)
             _, late = await asyncio.wait(self._tasks, timeout=grace)
             for task in late:
                 task.cancel()

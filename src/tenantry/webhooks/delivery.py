@@ -332,7 +332,12 @@ class Deliverer:
         while target.rate_limit and (wait := await self._rate_wait(target)) > 0:
             # Not worth holding a slot for, or the turn would come too late for a request to end within the
             # lease (another process could claim and send it meanwhile): hand it back, due when the limit allows.
-            if wait > 1.0 or time.monotonic() + wait + self.config.timeout + 2.0 > delivery.lease_ends:
+            # Stopping, it is handed back too: the stop waits for requests in flight, not for turns to come.
+            if (
+                wait > 1.0
+                or self._stopping
+                or time.monotonic() + wait + self.config.timeout + 2.0 > delivery.lease_ends
+            ):
                 self.ledger.record(Result(delivery, target, None, postpone=wait))
                 return
             await asyncio.sleep(wait)  # then ask again: others waiting beside it may take the turn
