@@ -8,6 +8,8 @@ test_reliability.py).
 from __future__ import annotations
 
 import asyncio
+import base64
+import secrets
 import time
 import uuid
 from datetime import timedelta
@@ -20,6 +22,7 @@ from sqlalchemy import select, update
 from tenantry.core.clock import utcnow
 from tenantry.db import scope
 from tenantry.events.models import OutboxEvent
+from tenantry.identity.sealing import Sealer
 from tenantry.platform import Platform
 from tenantry.ratelimit.gcra import Rate
 from tenantry.settings import Settings
@@ -390,3 +393,39 @@ async def test_a_request_that_cannot_be_made_is_a_failed_attempt_not_a_delivery_
     assert len(delivery["attempts"]) == 3
     assert all("control character" in a["error"] for a in delivery["attempts"])
     assert receiver.at("/unsendable") == []
+
+
+async def test_an_endpoint_whose_secret_cannot_be_opened_fails_its_own_attempts_and_blocks_no_one(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """As after the encryption key was changed by mistake: that endpoint's attempts fail, logged, and
+    every other endpoint is served."""
+    org = await create_org(client)
+    broken = await add_endpoint(client, org, receiver.url("/broken"), event_types=["team.created"])
+    await add_endpoint(client, org, receiver.url("/healthy"), event_types=["team.created"])
+    other_key = Sealer(secrets.token_bytes(32))
+    async with platform.db.transaction() as tx:
+        await scope.to_org(tx, uuid.UUID(org.id))
+        sealed = other_key.seal(
+            b"whsec_" + base64.b64encode(secrets.token_bytes(32)), owner=uuid.UUID(broken["id"]).bytes
+        )
+        await tx.execute(
+            update(Endpoint).where(Endpoint.id == uuid.UUID(broken["id"])).values(secret=sealed, updated_at=utcnow())
+        )
+
+    await create_team(client, org, name="Still delivered")
+    await receiver.wait_for(lambda: len(receiver.at("/healthy")) == 1, what="the healthy endpoint's event")
+    (delivery,) = await settled_or_attempted(client, org, broken)
+
+    assert receiver.at("/broken") == []
+    assert "signing secret cannot be opened" in delivery["attempts"][0]["error"]
+    assert delivery["attempts"][0]["response_status"] is None
+
+
+async def settled_or_attempted(client: httpx.AsyncClient, org: Org, endpoint: dict[str, Any]) -> list[Any]:
+    for _ in range(600):
+        found = await deliveries(client, org, endpoint)
+        if found and found[0]["attempts"]:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no attempt was logged: {found}")

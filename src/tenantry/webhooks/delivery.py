@@ -40,7 +40,7 @@ from tenantry.ratelimit.limiter import Limiter
 from tenantry.webhooks.addresses import make_connector
 from tenantry.webhooks.ledger import Ledger
 from tenantry.webhooks.models import PENDING, Delivery, Endpoint
-from tenantry.webhooks.sending import Request, send
+from tenantry.webhooks.sending import Outcome, Request, send
 from tenantry.webhooks.work import Claimed, DeliveryConfig, Job, Result, Target, Targets
 
 log = structlog.get_logger(__name__)
@@ -51,6 +51,10 @@ LAG = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 _DELIVERY = Delivery.__table__.c
+UNSIGNABLE = (
+    "Not sent: the endpoint's signing secret cannot be opened (was TENANTRY_ENCRYPTION_KEY changed?). "
+    "Rotate its secret to send again."
+)
 _CLAIMED_COLUMNS = (
     _DELIVERY.id,
     _DELIVERY.org_id,
@@ -121,6 +125,10 @@ class Deliverer:
 
     def take(self, jobs: Iterable[Job]) -> None:
         """Hold ``jobs`` (already leased to this process) and start those whose endpoint has a free slot."""
+        if self._stopping:  # leased by a fan-out that committed as the stop began: due again, for whoever claims
+            for delivery, target in jobs:
+                self.ledger.record(Result(delivery, target, None))
+            return
         for job in jobs:
             self._queued.setdefault(job[1].id, deque()).append(job)
             self._queued_count += 1
@@ -342,6 +350,10 @@ class Deliverer:
                 return
             await asyncio.sleep(wait)  # then ask again: others waiting beside it may take the turn
         LAG.observe(max(0.0, (utcnow() - delivery.due_at).total_seconds()))
+        if not target.keys:  # nothing to sign with: an attempt that fails without a request, logged and retried
+            outcome = Outcome(utcnow(), None, 0, error=UNSIGNABLE)
+            self.ledger.record(Result(delivery, target, outcome))
+            return
         request = Request(target.url, str(delivery.event_id), delivery.payload, target.keys, target.headers)
         outcome = await send(self.session, request, time_limit=self.config.timeout, body_limit=self.config.body_limit)
         self.ledger.record(Result(delivery, target, outcome))

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
 from tenantry.core.errors import InvalidInput, NotFound
+from tenantry.core.ids import new_id
 from tenantry.db import scope
 from tenantry.db.engine import Database
 from tenantry.events.catalog import EVENT_TYPES, EventType
@@ -209,7 +210,7 @@ class WebhookService:
             await self.policy.authorize(tx, caller, org_id, "webhooks.manage")
             now = utcnow()
             row = Endpoint(
-                id=uuid.uuid4(),
+                id=new_id(),  # time-ordered: listings page oldest first
                 org_id=org_id,
                 url=url,
                 description=description,

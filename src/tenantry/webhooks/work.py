@@ -7,11 +7,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from tenantry.identity.sealing import Sealer
+import structlog
+
+from tenantry.identity.sealing import Sealer, SealError
 from tenantry.settings import Settings
 from tenantry.webhooks.models import Endpoint
 from tenantry.webhooks.sending import Outcome
 from tenantry.webhooks.signing import secret_key
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class Targets:
         self._fresh.pop(endpoint_id, None)
 
     def _keys(self, row: Endpoint, now: datetime) -> tuple[bytes, ...]:
+        """The signing keys, or none when the secret cannot be opened (sealed with another encryption key):
+        then every attempt fails, logged, instead of one endpoint blocking the fan-out of all of them."""
         previous = (
             row.previous_secret if row.previous_secret_expires_at and row.previous_secret_expires_at > now else None
         )
@@ -117,9 +123,13 @@ class Targets:
         keys = self._opened.get(key)
         if keys is None or (previous is None and len(keys) > 1):  # the rotated-out secret has expired
             owner = row.id.bytes
-            keys = (secret_key(self.sealer.open(row.secret, owner=owner).decode()),)
-            if previous is not None:
-                keys += (secret_key(self.sealer.open(previous, owner=owner).decode()),)
+            try:
+                keys = (secret_key(self.sealer.open(row.secret, owner=owner).decode()),)
+                if previous is not None:
+                    keys += (secret_key(self.sealer.open(previous, owner=owner).decode()),)
+            except (SealError, ValueError) as exc:
+                log.error("webhooks.secret_unreadable", endpoint_id=str(row.id), error=str(exc))
+                keys = ()
             if len(self._opened) > 10_000:
                 self._opened.clear()
             self._opened[key] = keys
