@@ -248,3 +248,43 @@ async def test_unknown_endpoint_and_delivery_ids_are_not_found(client: httpx.Asy
 def settings(settings: Settings) -> Settings:
     """Receivers here listen on loopback."""
     return settings.model_copy(update={"webhook_allow_private": True, "webhook_timeout_seconds": 5.0})
+
+
+async def test_header_values_are_shown_only_to_those_who_may_manage_the_endpoint(
+    client: httpx.AsyncClient, platform: Platform
+) -> None:
+    org = await create_org(client)
+    created = await add_endpoint(client, org, headers={"Authorization": "Bearer receiver-token"})
+    member = await add_member(client, org, platform, role="member")
+
+    as_member = await client.get(org.path(f"/webhooks/{created['id']}"), headers=member.headers)
+    listed = await client.get(org.path("/webhooks"), headers=member.headers)
+    as_owner = await client.get(org.path(f"/webhooks/{created['id']}"), headers=org.owner.headers)
+
+    assert as_member.json()["headers"] == {"Authorization": "[redacted]"}
+    assert "receiver-token" not in as_member.text
+    assert "receiver-token" not in listed.text
+    assert as_owner.json()["headers"] == {"Authorization": "Bearer receiver-token"}
+
+
+async def test_a_stranger_gets_no_dns_lookup_and_a_refusal_does_not_say_where_a_name_points(
+    client: httpx.AsyncClient, platform: Platform
+) -> None:
+    from tests.webhooks.test_addresses import StubResolver
+
+    mine, theirs = await create_org(client), await create_org(client)
+    dns = StubResolver({"intranet.example": [["10.1.2.3"]]})
+    platform.webhooks.allow_private, platform.webhooks.resolver = False, dns  # as in production
+
+    stranger = await client.post(
+        theirs.path("/webhooks"), json={"url": "http://intranet.example/hook"}, headers=mine.owner.headers
+    )
+    assert stranger.status_code == 404
+    assert dns.lookups == []
+    refused = await client.post(
+        mine.path("/webhooks"), json={"url": "http://intranet.example/hook"}, headers=mine.owner.headers
+    )
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "unsafe_url"
+    assert "10.1.2.3" not in refused.text
+    assert dns.lookups == ["intranet.example"]

@@ -97,13 +97,19 @@ class DeliveryView:
 Recent = list[tuple[str, DeliveryView]]  # (the endpoint's URL, a delivery to it)
 
 
-def _view(row: Endpoint) -> EndpointView:
+REDACTED = "[redacted]"
+
+
+def _view(row: Endpoint, *, reveal: bool = True) -> EndpointView:
+    """The endpoint as shown; its headers' values (often credentials for the receiver) only to those who
+    may manage it, like its secret."""
+    headers = dict(row.headers or {})
     return EndpointView(
         row.id,
         row.url,
         row.description,
         row.event_types,
-        dict(row.headers or {}),
+        headers if reveal else dict.fromkeys(headers, REDACTED),
         row.rate_limit,
         row.is_enabled,
         row.disabled_reason,
@@ -174,17 +180,26 @@ class WebhookService:
         """Every event the platform emits, with the JSON Schema of its data, by name."""
         return sorted(EVENT_TYPES.values(), key=lambda t: t.name)
 
-    async def _safe_url(self, url: str) -> str:
-        """The URL, once it is allowed to receive webhooks. Raises ``UnsafeUrl``."""
+    async def _safe_url(self, url: str, *, caller: Caller, org_id: uuid.UUID) -> str:
+        """The URL, once it is allowed to receive webhooks. Raises ``NotFound``, ``Forbidden`` (asked first:
+        a stranger gets no DNS lookup done for them), ``UnsafeUrl``."""
+        if self.policy.peek(caller, org_id, "webhooks.manage") is None:
+            async with self.db.read() as tx:
+                await self.policy.authorize(tx, caller, org_id, "webhooks.manage")
         try:
             url = addresses.validate_url(url, require_https=self.require_https, allow_private=self.allow_private)
+        except addresses.UnsafeUrl as exc:
+            raise UnsafeUrl(str(exc), field="url") from exc
+        try:
             # A DNS server that does not answer must not hold the request: such a name is taken as one
             # that does not resolve yet (every delivery checks the address it connects to anyway).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(DNS_TIMEOUT):
                     await addresses.ensure_public(url, allow_private=self.allow_private, resolver=self.resolver)
         except addresses.UnsafeUrl as exc:
-            raise UnsafeUrl(str(exc), field="url") from exc
+            # Not which address: that would map the private names of our network for anyone who asks.
+            detail = "Its host resolves to an address webhooks may not reach (private, loopback, or reserved)."
+            raise UnsafeUrl(detail, field="url") from exc
         return url
 
     def _seal(self, endpoint_id: uuid.UUID, secret: str) -> str:
@@ -204,7 +219,7 @@ class WebhookService:
         """Add an endpoint, enabled, with a fresh secret. Raises ``NotFound``, ``Forbidden``, ``UnsafeUrl``,
         ``InvalidInput``."""
         names, extra = _event_types(event_types), _headers(headers)
-        url = await self._safe_url(url)
+        url = await self._safe_url(url, caller=caller, org_id=org_id)
         secret = new_secret()
         async with self.db.transaction() as tx:
             await self.policy.authorize(tx, caller, org_id, "webhooks.manage")
@@ -231,18 +246,20 @@ class WebhookService:
         """The organization's endpoints, oldest first. Raises ``NotFound``, ``Forbidden``."""
         after = uuid_cursor(cursor)
         async with self.db.read() as tx:
-            await self.policy.authorize(tx, caller, org_id, "webhooks.read")
+            access = await self.policy.authorize(tx, caller, org_id, "webhooks.read")
             query = select(Endpoint).where(Endpoint.org_id == org_id)
             if after is not None:
                 query = query.where(Endpoint.id > after)
             rows = list((await tx.scalars(query.order_by(Endpoint.id).limit(limit + 1))).all())
-        return Page([_view(r) for r in rows[:limit]], str(rows[limit - 1].id) if len(rows) > limit else None)
+        reveal = access.can("webhooks.manage")
+        views = [_view(r, reveal=reveal) for r in rows[:limit]]
+        return Page(views, str(rows[limit - 1].id) if len(rows) > limit else None)
 
     async def get(self, *, caller: Caller, org_id: uuid.UUID, endpoint_id: uuid.UUID) -> EndpointView:
         """One endpoint, without its secret. Raises ``NotFound``, ``Forbidden``."""
         async with self.db.read() as tx:
-            await self.policy.authorize(tx, caller, org_id, "webhooks.read")
-            return _view(await _endpoint(tx, org_id, endpoint_id))
+            access = await self.policy.authorize(tx, caller, org_id, "webhooks.read")
+            return _view(await _endpoint(tx, org_id, endpoint_id), reveal=access.can("webhooks.manage"))
 
     async def update(
         self, *, caller: Caller, org_id: uuid.UUID, endpoint_id: uuid.UUID, changes: dict[str, Any]
@@ -250,7 +267,7 @@ class WebhookService:
         """Change what ``changes`` names (url, event_types, description, headers, rate_limit, enabled).
         Raises ``NotFound``, ``Forbidden``, ``UnsafeUrl``, ``InvalidInput``."""
         if "url" in changes:
-            changes["url"] = await self._safe_url(changes["url"])
+            changes["url"] = await self._safe_url(changes["url"], caller=caller, org_id=org_id)
         if "event_types" in changes:
             changes["event_types"] = _event_types(changes["event_types"])
         if "headers" in changes:
