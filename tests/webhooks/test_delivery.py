@@ -429,3 +429,25 @@ async def settled_or_attempted(client: httpx.AsyncClient, org: Org, endpoint: di
             return found
         await asyncio.sleep(0.05)
     raise AssertionError(f"no attempt was logged: {found}")
+
+
+async def test_a_page_of_deliveries_shows_the_start_of_each_answer_and_one_delivery_all_that_was_kept(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    org = await create_org(client)
+    endpoint = await add_endpoint(
+        client, org, receiver.route("/chatty", answer(200, body="x" * 5000)), event_types=TESTS
+    )
+    await client.post(org.path(f"/webhooks/{endpoint['id']}/test"), headers=org.owner.headers)
+    (listed,) = await settled(client, org, endpoint, 1)
+
+    one = await client.get(org.path(f"/webhooks/{endpoint['id']}/deliveries/{listed['id']}"), headers=org.owner.headers)
+    elsewhere = await client.get(
+        org.path(f"/webhooks/{uuid.uuid4()}/deliveries/{listed['id']}"), headers=org.owner.headers
+    )
+
+    assert listed["attempts"][0]["response_body"] == "x" * 1024 + "…"
+    assert one.status_code == 200
+    assert one.json()["attempts"][0]["response_body"] == "x" * 5000
+    assert one.json()["id"] == listed["id"]
+    assert elsewhere.status_code == 404

@@ -116,6 +116,18 @@ async def list_deliveries(
     return schemas.DeliveryPage(items=[_delivery(d) for d in page.items], next_cursor=page.next_cursor)
 
 
+@router.get(
+    ENDPOINT + "/deliveries/{delivery_id}", summary="One delivery, with every attempt and its whole logged answer"
+)
+async def get_delivery(
+    org_id: uuid.UUID, endpoint_id: uuid.UUID, delivery_id: uuid.UUID, platform: PlatformDep, caller: CallerDep
+) -> schemas.DeliveryOut:
+    view = await platform.webhooks.delivery(
+        caller=caller, org_id=org_id, endpoint_id=endpoint_id, delivery_id=delivery_id
+    )
+    return _delivery(view)
+
+
 @router.post(
     ENDPOINT + "/deliveries/{delivery_id}/retry", status_code=status.HTTP_202_ACCEPTED, summary="One more attempt, now"
 )

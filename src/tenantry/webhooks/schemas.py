@@ -99,7 +99,9 @@ class AttemptOut(BaseModel):
     response_status: int | None
     duration_ms: int
     error: str | None
-    response_body: str | None = Field(description="What was read of the answer (at most 64 KiB).")
+    response_body: str | None = Field(
+        description="What was read of the answer: up to 64 KiB for one delivery, the first 1,024 characters in a page."
+    )
 
 
 class DeliveryOut(BaseModel):

@@ -43,6 +43,7 @@ from tenantry.webhooks.fanout import WOKEN
 from tenantry.webhooks.models import FAILED, PENDING, Attempt, Delivery, Endpoint
 from tenantry.webhooks.signing import new_secret
 
+LISTED_BODY = 1024  # characters of each answer a page of deliveries shows (one delivery: all that was kept)
 DNS_TIMEOUT = 5.0  # seconds a registration waits for its URL's name to resolve
 ROTATION_OVERLAP = timedelta(hours=24)  # a rotated-out secret keeps signing beside the new one this long
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name (RFC 9110 token)
@@ -349,8 +350,21 @@ class WebhookService:
             if before is not None:
                 query = query.where(Delivery.id < before)
             rows = list((await tx.scalars(query.order_by(Delivery.id.desc()).limit(limit + 1))).all())
-            views = await _with_attempts(tx, org_id, rows[:limit])
+            views = await _with_attempts(tx, org_id, rows[:limit], body_limit=LISTED_BODY)
         return Page(views, str(rows[limit - 1].id) if len(rows) > limit else None)
+
+    async def delivery(
+        self, *, caller: Caller, org_id: uuid.UUID, endpoint_id: uuid.UUID, delivery_id: uuid.UUID
+    ) -> DeliveryView:
+        """One delivery with its attempts, their answers as kept (up to 64 KiB each). Raises ``NotFound``,
+        ``Forbidden``."""
+        async with self.db.read() as tx:
+            await self.policy.authorize(tx, caller, org_id, "webhooks.read")
+            row = await tx.get(Delivery, delivery_id)
+            if row is None or row.org_id != org_id or row.endpoint_id != endpoint_id:
+                raise NotFound("No such delivery.")
+            (view,) = await _with_attempts(tx, org_id, [row])
+        return view
 
     async def recent_for_operator(self, *, org_id: uuid.UUID, status: str | None, limit: int) -> Recent:
         """The organization's newest deliveries to any endpoint, with the endpoint's URL, for an operator at
@@ -409,19 +423,26 @@ class WebhookService:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def _with_attempts(tx: AsyncSession, org_id: uuid.UUID, rows: Sequence[Delivery]) -> list[DeliveryView]:
-    """Deliveries as shown, each with its attempts, oldest first (one query for all of them)."""
+async def _with_attempts(
+    tx: AsyncSession, org_id: uuid.UUID, rows: Sequence[Delivery], *, body_limit: int | None = None
+) -> list[DeliveryView]:
+    """Deliveries as shown, each with its attempts, oldest first (one query for all of them), answers cut at
+    ``body_limit`` characters."""
     attempts: dict[uuid.UUID, list[AttemptView]] = {row.id: [] for row in rows}
     if rows:
         query = select(Attempt).where(Attempt.org_id == org_id, Attempt.delivery_id.in_(list(attempts)))
         for a in await tx.scalars(query.order_by(Attempt.at)):
             attempts[a.delivery_id].append(
-                AttemptView(a.at, a.response_status, a.duration_ms, a.error, a.response_body)
+                AttemptView(a.at, a.response_status, a.duration_ms, a.error, _cut(a.response_body, body_limit))
             )
     return [
         DeliveryView(r.id, r.event_id, r.event_type, r.status, attempts[r.id], r.next_attempt_at, r.created_at)
         for r in rows
     ]
+
+
+def _cut(text: str | None, limit: int | None) -> str | None:
+    return text if text is None or limit is None or len(text) <= limit else text[:limit] + "…"
 
 
 async def _endpoint(tx: AsyncSession, org_id: uuid.UUID, endpoint_id: uuid.UUID) -> Endpoint:
