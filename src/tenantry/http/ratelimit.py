@@ -29,7 +29,7 @@ from tenantry.http.middleware import EXTRA_HEADERS
 from tenantry.http.problems import problem
 from tenantry.ratelimit.admission import Admission, Budget, LocalAdmission, RedisAdmission, Ticket, Verdict
 from tenantry.ratelimit.concurrency import MemoryConcurrency, RedisConcurrency
-from tenantry.ratelimit.gcra import Decision, Rate
+from tenantry.ratelimit.gcra import Rate
 from tenantry.ratelimit.limiter import LimiterUnavailable
 from tenantry.ratelimit.policies import UNLIMITED, LimitPolicy, Subject, org_in_path, route_group
 from tenantry.ratelimit.shedding import Priority
@@ -91,19 +91,15 @@ class _Plan:
     quotas: bytes  # RateLimit-Policy
     states: bytes  # RateLimit, to fill with (remaining, reset) of each budget
 
-    def headers(self, decisions: list[Decision]) -> list[tuple[bytes, bytes]]:
+    def headers(self, told: list[int]) -> list[tuple[bytes, bytes]]:
         """``RateLimit-Policy`` and ``RateLimit`` for the budgets judged (a refusal stops the judging early)."""
-        values: list[int] = []
-        for decision in decisions:
-            values.append(decision.remaining)
-            values.append(math.ceil(decision.reset_after if decision.allowed else decision.retry_after))
-        if len(decisions) == len(self.rules):
-            return [(b"ratelimit-policy", self.quotas), (b"ratelimit", self.states % tuple(values))]
-        judged = self.rules[: len(decisions)]
+        if len(told) == 2 * len(self.rules):
+            return [(b"ratelimit-policy", self.quotas), (b"ratelimit", self.states % tuple(told))]
+        judged = self.rules[: len(told) // 2]
         states = b", ".join(rule.state for rule in judged)
         return [
             (b"ratelimit-policy", b", ".join(rule.quota for rule in judged)),
-            (b"ratelimit", states % tuple(values)),
+            (b"ratelimit", states % tuple(told)),
         ]
 
 
@@ -241,7 +237,7 @@ class RateLimits:
         except LimiterUnavailable as exc:
             await _refuse(503, exc.code, exc.title, exc.detail)(scope, receive, send)
             return
-        extra = plan.headers(verdict.decisions) if verdict.decisions else []
+        extra = plan.headers(verdict.told) if verdict.told else []
         if verdict.refused is not None or (verdict.lease is not None and not verdict.lease.granted):
             await _too_many(verdict, extra)(scope, receive, send)
             return

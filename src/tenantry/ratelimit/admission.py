@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from math import ceil
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 from tenantry.ratelimit.batching import Call, RedisBatcher
 from tenantry.ratelimit.concurrency import Lease, MemoryConcurrency
 from tenantry.ratelimit.gcra import Decision, Rate
-from tenantry.ratelimit.limiter import CHECKS, Limiter, settle
+from tenantry.ratelimit.limiter import CHECKS, Limiter, refused_in_shadow
 from tenantry.ratelimit.lua import ADMIT_SCRIPT
 from tenantry.ratelimit.policies import LimitPolicy
 from tenantry.ratelimit.store import MemoryStore
@@ -49,8 +50,11 @@ class Ticket:
 
 @dataclass(slots=True)
 class Verdict:
-    decisions: list[Decision]  # one per budget judged, in order (a shadow refusal reads as allowed, none left)
-    refused: Decision | None  # the decision that refused the request, if one did
+    # For each budget judged, in order, what a client is told (RateLimit): what remains, then the seconds
+    # until the budget is full again, or, for the budget that refused, until a request of this cost would
+    # pass. A refusal in shadow mode reads as nothing left. Plain ints: no object per budget per request.
+    told: list[int]
+    refused: Decision | None = None  # the refusing budget's decision, if one refused
     lease: Lease | None = None  # the holder's lease, asked for only when no budget refused
     is_local: bool = False  # the lease is held in this process (the shared store could not be reached)
 
@@ -95,23 +99,24 @@ class LocalAdmission:
 
     def admit_now(self, ticket: Ticket) -> Verdict:
         """``admit`` without awaiting."""
-        decisions: list[Decision] = []
-        hit = self.store.hit_now
+        told: list[int] = []
+        take = self.store.take
         cost = ticket.cost
-        now = time.monotonic()
+        now = time.monotonic()  # one reading for every budget and the lease
         for policy, rate, key in ticket.budgets:
-            decision = hit(key, rate, cost=cost, now=now)
-            if decision.allowed:
-                CHECKS.counts[policy.name, "allowed"] += 1  # settle()'s common case, without the call
+            allowed, remaining, retry_after, reset_after, _ = take(key, rate, cost, now)
+            if allowed:
+                CHECKS.allowed[policy.name] += 1
+                told += (remaining, ceil(reset_after))
+            elif refused_in_shadow(policy=policy.name, key=key, shadow=policy.shadow):
+                told += (0, ceil(reset_after))
             else:
-                decision = settle(decision, policy=policy.name, key=key, shadow=policy.shadow)
-            decisions.append(decision)
-            if not decision.allowed:
-                return Verdict(decisions, decision)
+                told += (remaining, ceil(retry_after))
+                return Verdict(told, Decision(False, remaining, retry_after, reset_after))
         if ticket.holder is None:
-            return Verdict(decisions, None)
+            return Verdict(told)
         lease = self.leases.acquire_now(ticket.holder, limit=self.in_flight, ttl=self.ttl, now=now)
-        return Verdict(decisions, None, lease, True)
+        return Verdict(told, None, lease, True)
 
     def release(self, ticket: Ticket, verdict: Verdict) -> None:
         """See :class:`Admission`."""
@@ -170,22 +175,23 @@ class RedisAdmission:
         return self._verdict(ticket, reply, lease_id)
 
     def _verdict(self, ticket: Ticket, reply: list[Any], lease_id: str) -> Verdict:
-        decisions: list[Decision] = []
+        told: list[int] = []
         at = 0
         for policy, _, key in ticket.budgets:
-            decision = Decision(reply[at] == 1, reply[at + 1], float(reply[at + 2]), float(reply[at + 3]))
-            at += 4
-            if decision.allowed:
-                CHECKS.counts[policy.name, "allowed"] += 1  # settle()'s common case, without the call
+            remaining = reply[at + 1]
+            if reply[at] == 1:
+                CHECKS.allowed[policy.name] += 1
+                told += (remaining, ceil(float(reply[at + 3])))
+            elif refused_in_shadow(policy=policy.name, key=key, shadow=policy.shadow):
+                told += (0, ceil(float(reply[at + 3])))
             else:
-                decision = settle(decision, policy=policy.name, key=key, shadow=policy.shadow)
-            decisions.append(decision)
-            if not decision.allowed:
-                return Verdict(decisions, decision)
+                retry_after, reset_after = float(reply[at + 2]), float(reply[at + 3])
+                told += (remaining, ceil(retry_after))
+                return Verdict(told, Decision(False, remaining, retry_after, reset_after))
+            at += 4
         if ticket.holder is None:
-            return Verdict(decisions, None)
-        lease = Lease(ticket.holder, lease_id, reply[at] == 1, reply[at + 1], self.local.in_flight)
-        return Verdict(decisions, None, lease)
+            return Verdict(told)
+        return Verdict(told, None, Lease(ticket.holder, lease_id, reply[at] == 1, reply[at + 1], self.local.in_flight))
 
     def release(self, ticket: Ticket, verdict: Verdict) -> None:
         """See :class:`Admission`: a lease granted by Redis is removed in the next batch, unawaited (one that

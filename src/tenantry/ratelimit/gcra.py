@@ -37,18 +37,27 @@ class Decision:
     reset_after: float  # seconds until the key is back to a full burst
 
 
-def decide(rate: Rate, tat: float | None, now: float, cost: int = 1) -> tuple[Decision, float]:
-    """Judge a request of ``cost`` at ``now`` against stored ``tat``; returns the decision and new TAT.
+# allowed, remaining, retry_after, reset_after, and the TAT to keep
+Step = tuple[bool, int, float, float, float]
+
+
+def step(interval: float, tolerance: float, tat: float | None, now: float, cost: int) -> Step:
+    """The GCRA step in plain values (what :func:`decide` judges, without making a Decision: the
+    admission of every request calls this for each of its budgets).
 
     A refused request leaves TAT as it was, so that refusals cost the client nothing more.
     """
-    t = rate.emission_interval
-    tolerance = rate.tolerance
     base = tat if tat is not None and tat > now else now
-    new_tat = base + cost * t
+    new_tat = base + cost * interval
     allow_at = new_tat - tolerance
     if allow_at - now > _EPSILON:  # float sums of intervals must not refuse a client exactly on time
-        left = int((tolerance - (base - now)) / t)
-        return Decision(False, left if left > 0 else 0, allow_at - now, base - now), base
-    left = int((tolerance - (new_tat - now)) / t)
-    return Decision(True, left if left > 0 else 0, 0.0, new_tat - now), new_tat
+        left = int((tolerance - (base - now)) / interval)
+        return False, left if left > 0 else 0, allow_at - now, base - now, base
+    left = int((tolerance - (new_tat - now)) / interval)
+    return True, left if left > 0 else 0, 0.0, new_tat - now, new_tat
+
+
+def decide(rate: Rate, tat: float | None, now: float, cost: int = 1) -> tuple[Decision, float]:
+    """Judge a request of ``cost`` at ``now`` against stored ``tat``; returns the decision and new TAT."""
+    allowed, remaining, retry_after, reset_after, new_tat = step(rate.emission_interval, rate.tolerance, tat, now, cost)
+    return Decision(allowed, remaining, retry_after, reset_after), new_tat

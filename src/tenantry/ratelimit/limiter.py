@@ -28,19 +28,23 @@ STORE_FAILURES = Counter(
 
 
 class CheckCounts:
-    """``tenantry_ratelimit_checks_total`` by policy and outcome, counted in a plain dict and read when
-    scraped. Every check of every request is counted, and a prometheus_client child counter takes a lock
-    on each increment; only the event loop's thread counts here, so the lock buys nothing."""
+    """``tenantry_ratelimit_checks_total`` by policy and outcome, counted in plain dicts (one per outcome,
+    keyed by policy) and read when scraped. Every check of every request is counted, and a
+    prometheus_client child counter takes a lock on each increment; only the event loop's thread counts
+    here, so the lock buys nothing."""
 
     def __init__(self) -> None:
-        self.counts: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.allowed: defaultdict[str, int] = defaultdict(int)
+        self.refused: defaultdict[str, int] = defaultdict(int)
+        self.shadow_refused: defaultdict[str, int] = defaultdict(int)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "tenantry_ratelimit_checks", "Rate-limit checks by policy and outcome.", labels=["policy", "outcome"]
         )
-        for (policy, outcome), count in list(self.counts.items()):
-            family.add_metric([policy, outcome], count)
+        for outcome in ("allowed", "refused", "shadow_refused"):
+            for policy, count in list(getattr(self, outcome).items()):
+                family.add_metric([policy, outcome], count)
         yield family
 
 
@@ -52,14 +56,21 @@ def settle(decision: Decision, *, policy: str, key: str, shadow: bool) -> Decisi
     """Count a check of ``policy``; a refusal in shadow mode is logged and then reported as allowed, with
     nothing left."""
     if decision.allowed:
-        CHECKS.counts[policy, "allowed"] += 1
+        CHECKS.allowed[policy] += 1
         return decision
+    if refused_in_shadow(policy=policy, key=key, shadow=shadow):
+        return Decision(True, 0, 0.0, decision.reset_after)
+    return decision
+
+
+def refused_in_shadow(*, policy: str, key: str, shadow: bool) -> bool:
+    """Count a refusal by ``policy``; whether it was in shadow mode (logged, and to be let through)."""
     if not shadow:
-        CHECKS.counts[policy, "refused"] += 1
-        return decision
-    CHECKS.counts[policy, "shadow_refused"] += 1
+        CHECKS.refused[policy] += 1
+        return False
+    CHECKS.shadow_refused[policy] += 1
     log.info("ratelimit.shadow_refusal", policy=policy, key=key)
-    return Decision(True, 0, 0.0, decision.reset_after)
+    return True
 
 
 class LimiterUnavailable(Unavailable):

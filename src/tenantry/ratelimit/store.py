@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tenantry.ratelimit.batching import Call, RedisBatcher
-from tenantry.ratelimit.gcra import Decision, Rate, decide
+from tenantry.ratelimit.gcra import Decision, Rate, Step, decide, step
 from tenantry.ratelimit.lua import GCRA_SCRIPT
 
 log = structlog.get_logger(__name__)
@@ -38,17 +38,24 @@ class MemoryStore:
     async def hit(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
         return self.hit_now(key, rate, cost=cost, peek=peek)
 
-    def hit_now(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False, now: float | None = None) -> Decision:
-        """``hit`` without awaiting (nothing here waits), at ``now`` on the monotonic clock if given (one
-        reading for all the checks of a request)."""
-        if now is None:
-            now = time.monotonic()
-        decision, new_tat = decide(rate, self._tat.get(key), now, cost)  # a TAT in the past: a full burst
-        if decision.allowed and not peek:
-            self._tat[key] = new_tat
+    def hit_now(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
+        """``hit`` without awaiting: nothing here waits."""
+        now = time.monotonic()
+        if peek:
+            decision, _ = decide(rate, self._tat.get(key), now, cost)
+            return decision
+        allowed, remaining, retry_after, reset_after, _ = self.take(key, rate, cost, now)
+        return Decision(allowed, remaining, retry_after, reset_after)
+
+    def take(self, key: str, rate: Rate, cost: int, now: float) -> Step:
+        """Spend ``cost`` on ``key`` if its budget allows, at ``now`` on the monotonic clock (one reading for
+        all the checks of a request); the GCRA step in plain values."""
+        judged = step(rate.emission_interval, rate.tolerance, self._tat.get(key), now, cost)  # past TAT: full
+        if judged[0]:
+            self._tat[key] = judged[4]
         if now - self._last_sweep >= 60 or len(self._tat) >= self._max_keys:
             self._sweep(now)
-        return decision
+        return judged
 
     def _sweep(self, now: float) -> None:
         self._last_sweep = now
