@@ -37,10 +37,10 @@ local function gcra(key, interval, tolerance, cost, peek, now)
 end
 """
 
-# A lease: granted, leases held after it. The sorted set scores each lease by its expiry; the key lives as
-# long as its longest lease, so a key whose holders all died disappears by itself. Scores are formatted
-# explicitly because Redis turns Lua numbers into strings with 14 significant digits, which would round
-# away the milliseconds.
+# A lease: granted, leases held after it. The sorted set scores each lease by its expiry; the key lives at
+# least as long as its longest lease (its ttl is only ever extended), so a key whose holders all died
+# disappears by itself. Scores are formatted explicitly because Redis turns Lua numbers into strings with 14
+# significant digits, which would round away the milliseconds.
 LEASE = """
 local function lease(key, limit, ttl, lease_id, now)
   redis.call("ZREMRANGEBYSCORE", key, "-inf", string.format("%.6f", now))
@@ -49,8 +49,10 @@ local function lease(key, limit, ttl, lease_id, now)
     return 0, count
   end
   redis.call("ZADD", key, string.format("%.6f", now + ttl), lease_id)
-  local last = tonumber(redis.call("ZRANGE", key, -1, -1, "WITHSCORES")[2])
-  redis.call("PEXPIRE", key, math.max(1, math.ceil((last - now) * 1000)))
+  local ms = math.ceil(ttl * 1000)
+  if count == 0 or redis.call("PTTL", key) < ms then
+    redis.call("PEXPIRE", key, ms)
+  end
   return 1, count + 1
 end
 """
