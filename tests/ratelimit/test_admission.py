@@ -4,6 +4,7 @@ script) alike; with Redis gone, the general budgets hold per process and sign-in
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 
@@ -187,3 +188,23 @@ async def test_leases_given_back_together_are_all_freed(admission: Admission) ->
 
     assert [summary(v)[2] for v in held] == [True, True] * 3
     assert [summary(v)[2] for v in again] == [True, True] * 3
+
+
+async def test_a_redis_that_does_not_know_the_scripts_yet_loads_them_and_judges(
+    own_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    fresh = Redis.from_url(own_redis[0])  # a new redis-server: no script loaded, as after a restart
+    admission, batcher = redis_admission(fresh, in_flight=1)
+    holder = f"user:{uuid.uuid4().hex}"
+    try:
+        first = await admit(admission, budgets(BY_IP, subject="x"), holder=holder)
+        release(admission, first, holder)  # fired, with no one waiting: a plain ZREM
+        await asyncio.sleep(0.05)
+        second = await admit(admission, budgets(BY_IP, subject="x"), holder=holder)
+    finally:
+        await batcher.close()
+        await fresh.aclose()
+
+    assert summary(first) == ([(True, 2)], False, True)
+    assert summary(second) == ([(True, 1)], False, True)
+    assert not first.is_local

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from redis import Redis
-from redis.exceptions import RedisError
 
-from tests.conftest import REDIS_URL, free_port
+from tests.conftest import REDIS_URL
 from tests.factories.identity import login, signup
 from tests.limits import GENEROUS_LIMITS
 from tests.servers import BASE_URL, Fleet, tenantry_env
@@ -24,37 +20,6 @@ from tests.servers import BASE_URL, Fleet, tenantry_env
 pytestmark = pytest.mark.slow
 
 PROBLEM_JSON = "application/problem+json"
-
-
-@pytest.fixture
-def own_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server of this test's own (its URL and process), which the test may kill; never the machine's."""
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        _wait_for_redis(url, process)
-        yield url, process
-    finally:
-        process.kill()
-        process.wait()
-
-
-def _wait_for_redis(url: str, process: subprocess.Popen[bytes], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    with Redis.from_url(url) as client:
-        while time.monotonic() < deadline:
-            assert process.poll() is None, f"redis-server exited with {process.returncode}"
-            try:
-                if client.ping():
-                    return
-            except RedisError:
-                time.sleep(0.05)
-    raise AssertionError(f"redis-server at {url} did not answer in {within}s")
 
 
 def limits(**policies: dict[str, object]) -> str:

@@ -25,14 +25,15 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 
+def _word(word: Any) -> bytes:
+    """One word in the Redis protocol (RESP): str as UTF-8, numbers by their repr, bytes as they are."""
+    data = word.encode() if isinstance(word, str) else word if isinstance(word, bytes) else repr(word).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 def _pack(*words: Any) -> bytes:
-    """Words in the Redis protocol (RESP), without the count that heads a command: str as UTF-8, numbers by
-    their repr, bytes as they are."""
-    parts = []
-    for word in words:
-        data = word if isinstance(word, bytes) else (word if isinstance(word, str) else repr(word)).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    """Words in the Redis protocol, without the count that heads a command."""
+    return b"".join(map(_word, words))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +62,8 @@ class Call:
         return cls(b"*%d\r\n" % (len(before) + 1) + _pack(*before), b"", None, 0, before, ())
 
 
-# What to send, packed; how to run it again (script, number of keys, keys and arguments) if Redis has
-# forgotten the script; and the future waiting for the reply (None when no one waits).
-_Command = tuple[bytes, tuple[AsyncScript, int, tuple[Any, ...]] | None, asyncio.Future[Any] | None]
+# What to send (a call and its word) and the future waiting for the reply (None when no one waits).
+_Command = tuple[Call, Any, asyncio.Future[Any] | None]
 
 
 class RedisBatcher:
@@ -88,13 +88,12 @@ class RedisBatcher:
     def call(self, call: Call, word: Any) -> asyncio.Future[Any]:
         """Send ``call`` with ``word`` in the next batch; the future holds its reply."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        retry = None if call.script is None else (call.script, call.keys, (*call.before, word, *call.after))
-        self._submit((call.head + _pack(word) + call.tail, retry, future))
+        self._submit((call, word, future))
         return future
 
     def fire(self, call: Call, word: Any) -> None:
         """Send ``call`` with ``word`` in the next batch, with no one waiting for it (a lease's release)."""
-        self._submit((call.head + _pack(word) + call.tail, None, None))
+        self._submit((call, word, None))
 
     def _submit(self, command: _Command) -> None:
         self._pending.append(command)
@@ -109,19 +108,22 @@ class RedisBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Command]) -> None:
+        packed: list[bytes] = []
+        for call, word, _ in batch:
+            packed += (call.head, _word(word), call.tail)
         try:
-            replies = await self._exchange(b"".join([packed for packed, _, _ in batch]), len(batch))
+            replies = await self._exchange(b"".join(packed), len(batch))
         except (RedisError, OSError, TimeoutError) as exc:
             error = exc if isinstance(exc, RedisError) else RedisError(repr(exc))
             for *_, future in batch:
                 if future is not None and not future.done():
                     future.set_exception(error)
             return
-        for (_, retry, future), reply in zip(batch, replies, strict=True):
+        for (call, word, future), reply in zip(batch, replies, strict=True):
             if future is None or future.done():
                 continue
-            if isinstance(reply, NoScriptError) and retry is not None:  # Redis restarted: load it again
-                await self._retry(*retry, future)
+            if isinstance(reply, NoScriptError) and call.script is not None:  # Redis restarted: load it again
+                await self._retry(call.script, call.keys, (*call.before, word, *call.after), future)
             elif isinstance(reply, ResponseError):
                 future.set_exception(reply)
             else:
