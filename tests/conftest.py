@@ -32,7 +32,7 @@ from tenantry.db import migrate
 from tenantry.db.base import Base
 from tenantry.platform import Platform
 from tenantry.settings import Settings
-from tests.limits import GENEROUS_LIMITS
+from tests.limits import GENEROUS_LIMITS, SHED_LAG_HARD, SHED_LAG_SOFT
 
 if TYPE_CHECKING:
     from tests.servers import Fleet
@@ -43,6 +43,10 @@ REDIS_URL = os.environ.get("TENANTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15
 BACKENDS = ["sqlite", "postgresql"]
 # Every Settings() a test makes reads this unless it says otherwise (see tests/servers.py).
 os.environ.setdefault("TENANTRY_RATE_LIMITS", GENEROUS_LIMITS)
+# A suite of real servers and browsers on two cores makes event loops late by more than the production
+# shedding thresholds (0.1 s / 0.3 s): pages would be shed at random. Shedding's tests set their own.
+os.environ.setdefault("TENANTRY_SHED_LAG_SOFT", SHED_LAG_SOFT)
+os.environ.setdefault("TENANTRY_SHED_LAG_HARD", SHED_LAG_HARD)
 
 
 # The socket guard: no test may send a packet beyond this machine. Every connect (and every

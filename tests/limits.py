@@ -11,3 +11,6 @@ import json
 from tenantry.ratelimit.policies import DEFAULT_POLICIES
 
 GENEROUS_LIMITS = json.dumps({p.name: {"limit": 1_000_000, "period": 60, "burst": 1_000_000} for p in DEFAULT_POLICIES})
+
+# Event-loop lag (seconds) before pages, then the API, are shed, for every test but shedding's own.
+SHED_LAG_SOFT, SHED_LAG_HARD = "2.0", "5.0"

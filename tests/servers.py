@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
-from tests.limits import GENEROUS_LIMITS
+from tests.limits import GENEROUS_LIMITS, SHED_LAG_HARD, SHED_LAG_SOFT
 
 
 def tenantry_env(**settings: str) -> dict[str, str]:
@@ -29,6 +29,7 @@ def tenantry_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTRY_")}
     env["TENANTRY_LOG_LEVEL"] = "warning"
     env["TENANTRY_RATE_LIMITS"] = GENEROUS_LIMITS
+    env["TENANTRY_SHED_LAG_SOFT"], env["TENANTRY_SHED_LAG_HARD"] = SHED_LAG_SOFT, SHED_LAG_HARD
     env.update({f"TENANTRY_{k.upper()}": v for k, v in settings.items()})
     return env
 
