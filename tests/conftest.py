@@ -33,6 +33,7 @@ from tenantry.db.base import Base
 from tenantry.platform import Platform
 from tenantry.settings import Settings
 from tests.limits import GENEROUS_LIMITS, SHED_LAG_HARD, SHED_LAG_SOFT
+from tests.webhooks.pg_cluster import PgCluster
 
 if TYPE_CHECKING:
     from tests.servers import Fleet
@@ -234,3 +235,16 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.fixture
+async def pg_cluster() -> AsyncIterator[PgCluster]:
+    """A PostgreSQL server of the test's own, running, with an empty database ``tenantry``; deleted afterwards."""
+    cluster = PgCluster()
+    try:
+        await asyncio.to_thread(cluster.init)
+        await asyncio.to_thread(cluster.start)
+        await cluster.create_database()
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.destroy)

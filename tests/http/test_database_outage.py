@@ -4,7 +4,6 @@ requests after it comes back (the pool's connections to the old server are dead)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,22 +19,10 @@ from tests.webhooks.pg_cluster import PgCluster
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-async def own_postgresql() -> AsyncIterator[PgCluster]:
-    cluster = PgCluster()
-    try:
-        await asyncio.to_thread(cluster.init)
-        await asyncio.to_thread(cluster.start)
-        await cluster.create_database()
-        yield cluster
-    finally:
-        await asyncio.to_thread(cluster.destroy)
-
-
 async def test_requests_during_and_after_a_postgresql_restart_are_503_then_served(
-    own_postgresql: PgCluster, tmp_path: Path
+    pg_cluster: PgCluster, tmp_path: Path
 ) -> None:
-    url = own_postgresql.url()
+    url = pg_cluster.url()
     await asyncio.to_thread(migrate.upgrade, url)
     settings = Settings(database_url=url, data_dir=tmp_path / "data", base_url="http://testserver", log_level="error")
     app = create_app(settings, access_log=False)
@@ -44,11 +31,11 @@ async def test_requests_during_and_after_a_postgresql_restart_are_503_then_serve
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
     ):
         account = await signed_in(client)
-        await asyncio.to_thread(own_postgresql.stop, "immediate")
+        await asyncio.to_thread(pg_cluster.stop, "immediate")
 
         during = await client.post("/v1/auth/login", json={"email": account.email, "password": account.password})
 
-        await asyncio.to_thread(own_postgresql.start)
+        await asyncio.to_thread(pg_cluster.start)
         after = []
         for _ in range(5):  # each dead pooled connection may fail once, then is replaced
             after.append(
