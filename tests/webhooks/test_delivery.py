@@ -12,6 +12,7 @@ import base64
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -62,14 +63,27 @@ async def deliveries(client: httpx.AsyncClient, org: Org, endpoint: dict[str, An
     return list(response.json()["items"])
 
 
-async def settled(client: httpx.AsyncClient, org: Org, endpoint: dict[str, Any], count: int) -> list[Any]:
-    """The endpoint's deliveries once ``count`` of them are no longer pending (fails after 30 s)."""
+async def deliveries_when(
+    client: httpx.AsyncClient, org: Org, endpoint: dict[str, Any], ready: Callable[[list[Any]], bool], what: str
+) -> list[Any]:
+    """The endpoint's deliveries once ``ready`` holds for them (fails after 30 s, saying ``what`` was awaited)."""
     for _ in range(600):
         found = await deliveries(client, org, endpoint)
-        if len([d for d in found if d["status"] != "pending"]) >= count:
+        if ready(found):
             return found
         await asyncio.sleep(0.05)
-    raise AssertionError(f"deliveries did not settle: {found}")
+    raise AssertionError(f"{what}: {found}")
+
+
+async def settled(client: httpx.AsyncClient, org: Org, endpoint: dict[str, Any], count: int) -> list[Any]:
+    """The endpoint's deliveries once ``count`` of them are no longer pending."""
+    return await deliveries_when(
+        client,
+        org,
+        endpoint,
+        lambda found: len([d for d in found if d["status"] != "pending"]) >= count,
+        "deliveries did not settle",
+    )
 
 
 async def test_events_reach_the_endpoints_that_asked_for_them_signed_and_logged(
@@ -415,20 +429,13 @@ async def test_an_endpoint_whose_secret_cannot_be_opened_fails_its_own_attempts_
 
     await create_team(client, org, name="Still delivered")
     await receiver.wait_for(lambda: len(receiver.at("/healthy")) == 1, what="the healthy endpoint's event")
-    (delivery,) = await settled_or_attempted(client, org, broken)
+    (delivery,) = await deliveries_when(
+        client, org, broken, lambda found: bool(found and found[0]["attempts"]), "no attempt was logged"
+    )
 
     assert receiver.at("/broken") == []
     assert "signing secret cannot be opened" in delivery["attempts"][0]["error"]
     assert delivery["attempts"][0]["response_status"] is None
-
-
-async def settled_or_attempted(client: httpx.AsyncClient, org: Org, endpoint: dict[str, Any]) -> list[Any]:
-    for _ in range(600):
-        found = await deliveries(client, org, endpoint)
-        if found and found[0]["attempts"]:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no attempt was logged: {found}")
 
 
 async def test_a_page_of_deliveries_shows_the_start_of_each_answer_and_one_delivery_all_that_was_kept(
