@@ -208,3 +208,17 @@ async def test_a_redis_that_does_not_know_the_scripts_yet_loads_them_and_judges(
     assert summary(first) == ([(True, 2)], False, True)
     assert summary(second) == ([(True, 1)], False, True)
     assert not first.is_local
+
+
+async def test_every_check_is_counted_by_policy_and_outcome(admission: Admission) -> None:
+    def count(policy: LimitPolicy, outcome: str) -> float:
+        sample = {"policy": policy.name, "outcome": outcome}
+        return REGISTRY.get_sample_value("tenantry_ratelimit_checks_total", sample) or 0.0
+
+    before = [count(BY_IP, "allowed"), count(BY_USER, "allowed"), count(BY_IP, "refused")]
+    spend = budgets(BY_IP, BY_USER, subject=uuid.uuid4().hex)
+    for _ in range(4):  # three allowed by both budgets, then refused by the first
+        await admit(admission, spend)
+
+    after = [count(BY_IP, "allowed"), count(BY_USER, "allowed"), count(BY_IP, "refused")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 3, 1]

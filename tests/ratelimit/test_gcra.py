@@ -1,11 +1,14 @@
-"""GCRA: exact limits, whatever the timing of requests."""
+"""GCRA: exact limits, whatever the timing of requests, and the in-process admission judging to the bit alike."""
 
 from __future__ import annotations
+
+import math
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tenantry.ratelimit.gcra import Rate, decide
+from tenantry.ratelimit.gcra import Rate, decide, step
+from tenantry.ratelimit.store import MemoryStore
 
 times = st.lists(st.floats(min_value=0, max_value=1000, allow_nan=False), min_size=1, max_size=200).map(sorted)
 rates = st.builds(
@@ -48,3 +51,35 @@ def test_a_burst_is_allowed_at_once_then_one_per_interval() -> None:
     assert refused.retry_after == 6.0
     later, _ = decide(rate, tat, 6.0)
     assert later.allowed
+
+
+costs = st.integers(min_value=1, max_value=5)
+
+
+@given(st.lists(rates, min_size=1, max_size=3), costs, times)
+def test_the_admission_spends_budgets_exactly_as_the_gcra_step_judges_them(
+    budgets: list[Rate], cost: int, arrivals: list[float]
+) -> None:
+    # MemoryStore.spend writes the step out for speed: every request must get the very same answers from it.
+    store = MemoryStore()
+    spends = [
+        (f"k{n}", cost * rate.emission_interval, rate.emission_interval, rate.tolerance)
+        for n, rate in enumerate(budgets)
+    ]
+    tats: list[float | None] = [None] * len(budgets)
+    for now in arrivals:
+        told: list[int] = []
+        spent = store.spend(spends, now, told)
+        expected: list[int] = []
+        for n, rate in enumerate(budgets):
+            allowed, remaining, _, reset_after, new_tat = step(
+                rate.emission_interval, rate.tolerance, tats[n], now, cost
+            )
+            if not allowed:
+                break
+            tats[n] = new_tat
+            expected += (remaining, math.ceil(reset_after))
+        assert told == expected
+        assert spent == len(expected) // 2
+        if spent < len(budgets):  # the budget that would refuse is judged by take, which spends nothing
+            assert not store.take(f"k{spent}", budgets[spent], cost, now)[0]

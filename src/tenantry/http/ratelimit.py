@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.responses import Response
@@ -80,6 +81,9 @@ class _Rule:
         return cls(policy, rate, f"{policy.name}:", quota, f'"{policy.name}";r=%d;t=%d'.encode())
 
 
+Headers = Sequence[tuple[bytes, bytes]]
+
+
 @dataclass(slots=True, eq=False)
 class _Plan:
     """What one kind of request spends: its admission ticket (its budgets, cost and principal), the rules
@@ -90,28 +94,33 @@ class _Plan:
     rules: list[_Rule]
     quotas: bytes  # RateLimit-Policy
     states: bytes  # RateLimit, to fill with (remaining, reset) of each budget
+    # Worked out once: how many values every budget judged tells, and the RateLimit-Policy header then.
+    told_by_all: int = field(init=False)
+    quota_header: tuple[bytes, bytes] = field(init=False)
 
-    def headers(self, told: list[int]) -> list[tuple[bytes, bytes]]:
+    def __post_init__(self) -> None:
+        self.told_by_all = 2 * len(self.rules)
+        self.quota_header = (b"ratelimit-policy", self.quotas)
+
+    def headers(self, told: list[int]) -> Headers:
         """``RateLimit-Policy`` and ``RateLimit`` for the budgets judged (a refusal stops the judging early)."""
-        if len(told) == 2 * len(self.rules):
-            return [(b"ratelimit-policy", self.quotas), (b"ratelimit", self.states % tuple(told))]
+        if len(told) == self.told_by_all:
+            return (self.quota_header, (b"ratelimit", self.states % tuple(told)))
         judged = self.rules[: len(told) // 2]
         states = b", ".join(rule.state for rule in judged)
-        return [
+        return (
             (b"ratelimit-policy", b", ".join(rule.quota for rule in judged)),
             (b"ratelimit", states % tuple(told)),
-        ]
+        )
 
 
 _PLAN_TTL = 1.0  # seconds: a token may expire, an organization's plan change, and each is seen this late at most
 _PLANS_KEPT = 10_000
 
 
-def _refuse(
-    status: int, code: str, title: str, detail: str, *, wait: int = 1, extra: list[tuple[bytes, bytes]] | None = None
-) -> Response:
+def _refuse(status: int, code: str, title: str, detail: str, *, wait: int = 1, extra: Headers = ()) -> Response:
     response = problem(status, code, title, detail, headers={"Retry-After": str(wait)})
-    response.raw_headers.extend(extra or [])
+    response.raw_headers.extend(extra)
     return response
 
 
@@ -145,11 +154,13 @@ class _Limits:
         self.trusted = platform.trusted_proxies
         self.admission = _admission(platform)
         self.local = self.admission if isinstance(self.admission, LocalAdmission) else None
+        self.release = self.admission.release
         self.rules = {group: tuple(_Rule.of(p) for p in self.policies.for_group(group)) for group in PRIORITIES}
         self._plans: dict[tuple[str, str, str | None, bytes | None, bytes | None], tuple[_Plan, float]] = {}
 
-    def plan(self, scope: Scope) -> _Plan:
-        """The request's plan: made for the first request of its kind, then looked up for a second."""
+    def plan(self, scope: Scope, now: float) -> _Plan:
+        """The request's plan at ``now`` (monotonic): made for the first request of its kind, then looked up for
+        a second."""
         authorization = forwarded = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -158,7 +169,6 @@ class _Limits:
                 forwarded = value
         client = scope.get("client")
         kind = (scope["method"], scope["path"], client[0] if client else None, authorization, forwarded)
-        now = time.monotonic()
         known = self._plans.get(kind)
         if known is not None and known[1] > now:
             return known[0]
@@ -223,21 +233,22 @@ class RateLimits:
         if limits is None or not limits.enabled or scope["path"].startswith(UNLIMITED):
             await self.app(scope, receive, send)
             return
-        plan = limits.plan(scope)
-        if not limits.shedder.admit(plan.priority):
+        now = time.monotonic()  # one reading for the plan, the shedder, every budget and the lease
+        plan = limits.plan(scope, now)
+        if not limits.shedder.admit(plan.priority, now):
             await _refuse(503, "overloaded", "Overloaded", "The server is overloaded; try again shortly.")(
                 scope, receive, send
             )
             return
         try:
             if limits.local is not None:  # in process: no coroutine to make and await
-                verdict = limits.local.admit_now(plan.ticket)
+                verdict = limits.local.admit_now(plan.ticket, now)
             else:
                 verdict = await limits.admission.admit(plan.ticket)
         except LimiterUnavailable as exc:
             await _refuse(503, exc.code, exc.title, exc.detail)(scope, receive, send)
             return
-        extra = plan.headers(verdict.told) if verdict.told else []
+        extra = plan.headers(verdict.told) if verdict.told else ()
         if verdict.refused is not None or (verdict.lease is not None and not verdict.lease.granted):
             await _too_many(verdict, extra)(scope, receive, send)
             return
@@ -248,10 +259,10 @@ class RateLimits:
         finally:
             limits.shedder.leave()
             if verdict.lease is not None:
-                limits.admission.release(plan.ticket, verdict)
+                limits.release(plan.ticket, verdict)
 
 
-def _too_many(verdict: Verdict, extra: list[tuple[bytes, bytes]]) -> Response:
+def _too_many(verdict: Verdict, extra: Headers) -> Response:
     if verdict.refused is not None:
         wait = max(1, math.ceil(verdict.refused.retry_after))
         detail = f"Slow down: try again in {wait} seconds."

@@ -24,7 +24,7 @@ from tenantry.ratelimit.lua import ACQUIRE_SCRIPT
 @dataclass(slots=True)
 class Lease:
     key: str
-    id: str
+    id: str | int  # an int in process (a counter), a string unique across the fleet on Redis
     granted: bool
     in_flight: int  # leases held on the key after this acquire, whether it was granted or not
     limit: int
@@ -55,7 +55,7 @@ class MemoryConcurrency:
     """
 
     def __init__(self, *, sweep_every: float = 60.0) -> None:
-        self._leases: dict[str, dict[str, float]] = {}
+        self._leases: dict[str, dict[str | int, float]] = {}
         self._ids = itertools.count()
         self._sweep_every = sweep_every
         self._last_sweep = time.monotonic()
@@ -68,28 +68,44 @@ class MemoryConcurrency:
     def acquire_now(self, key: str, *, limit: int, ttl: float, now: float | None = None) -> Lease:
         """``acquire`` without awaiting (and without checking its arguments, which the caller vouches for),
         at ``now`` on the monotonic clock if given."""
-        if now is None:
-            now = time.monotonic()
+        return self.take(key, limit, ttl, time.monotonic() if now is None else now)
+
+    def take(self, key: str, limit: int, ttl: float, now: float) -> Lease:
+        """``acquire_now`` with every argument given in place (the admission of every request calls this)."""
         leases = self._leases.get(key)
         if leases is None:
             leases = self._leases[key] = {}
+        else:
+            for expires_at in leases.values():  # only the oldest: is any expired?
+                if expires_at <= now:
+                    self._expire(leases, now)
+                break
+        lease_id = next(self._ids)
+        held = len(leases)
+        if held >= limit:  # rare mixed ttls: look at every lease before refusing
+            for expired in [i for i, expires_at in leases.items() if expires_at <= now]:
+                del leases[expired]
+            held = len(leases)
+        if held < limit:
+            leases[lease_id] = now + ttl
+            held += 1
+            granted = True
+        else:
+            granted = False
+            if not leases:
+                del self._leases[key]  # limit 0: keep no empty entry behind
+        if now - self._last_sweep >= self._sweep_every:
+            self._sweep(now)
+        return Lease(key, lease_id, granted, held, limit)
+
+    @staticmethod
+    def _expire(leases: dict[str | int, float], now: float) -> None:
+        """Drop the key's expired leases from the front (the order they were granted in)."""
         while leases:
             oldest = next(iter(leases))
             if leases[oldest] > now:
                 break
             del leases[oldest]
-        if len(leases) >= limit:  # rare mixed ttls: look at every lease before refusing
-            for lease_id in [i for i, expires_at in leases.items() if expires_at <= now]:
-                del leases[lease_id]
-        lease_id = str(next(self._ids))
-        granted = len(leases) < limit
-        if granted:
-            leases[lease_id] = now + ttl
-        elif not leases:
-            del self._leases[key]  # limit 0: keep no empty entry behind
-        if now - self._last_sweep >= self._sweep_every:
-            self._sweep(now)
-        return Lease(key, lease_id, granted, len(leases), limit)
 
     async def release(self, lease: Lease) -> None:
         """Free the lease's slot (a no-op for an ungranted or already released lease)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-_EPSILON = 1e-9
+EPSILON = 1e-9  # float sums of intervals must not refuse a client exactly on time
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ def step(interval: float, tolerance: float, tat: float | None, now: float, cost:
     base = tat if tat is not None and tat > now else now
     new_tat = base + cost * interval
     allow_at = new_tat - tolerance
-    if allow_at - now > _EPSILON:  # float sums of intervals must not refuse a client exactly on time
+    if allow_at - now > EPSILON:
         left = int((tolerance - (base - now)) / interval)
         return False, left if left > 0 else 0, allow_at - now, base - now, base
     left = int((tolerance - (new_tat - now)) / interval)

@@ -37,13 +37,25 @@ class CheckCounts:
         self.allowed: defaultdict[str, int] = defaultdict(int)
         self.refused: defaultdict[str, int] = defaultdict(int)
         self.shadow_refused: defaultdict[str, int] = defaultdict(int)
+        # Requests every budget of which allowed, by their policies: one count per request instead of one per
+        # budget, spread over the policies when scraped.
+        self.passed: defaultdict[tuple[str, ...], int] = defaultdict(int)
+
+    def counts(self, outcome: str) -> dict[str, int]:
+        """Checks of ``outcome`` so far, by policy."""
+        counts = dict(getattr(self, outcome))
+        if outcome == "allowed":
+            for policies, count in list(self.passed.items()):
+                for policy in policies:
+                    counts[policy] = counts.get(policy, 0) + count
+        return counts
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "tenantry_ratelimit_checks", "Rate-limit checks by policy and outcome.", labels=["policy", "outcome"]
         )
         for outcome in ("allowed", "refused", "shadow_refused"):
-            for policy, count in list(getattr(self, outcome).items()):
+            for policy, count in self.counts(outcome).items():
                 family.add_metric([policy, outcome], count)
         yield family
 

@@ -115,14 +115,17 @@ class LoadShedder:
             return 1
         return 0
 
-    def admit(self, priority: Priority) -> bool:
-        """Whether to serve a request of ``priority`` now; ``False`` means answer 503 at once."""
+    def admit(self, priority: Priority, now: float | None = None) -> bool:
+        """Whether to serve a request of ``priority`` now (``now`` on the monotonic clock, if already read);
+        ``False`` means answer 503 at once."""
         if priority is _CRITICAL:
             return True
         # ``level`` worked out inline (asked before every request): low priority needs level 0, normal below 2.
         lag = self._lag
         if self._wake_at is not None:
-            lag = max(lag, time.monotonic() - self._wake_at)
+            overdue = (time.monotonic() if now is None else now) - self._wake_at
+            if overdue > lag:
+                lag = overdue
         if priority is _LOW:
             if lag <= self.lag_soft and self._in_flight <= self._low_bound:
                 return True
