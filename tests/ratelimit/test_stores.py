@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from tenantry.ratelimit.batching import Call, RedisBatcher
 from tenantry.ratelimit.gcra import Rate
 from tenantry.ratelimit.limiter import Limiter, LimiterUnavailable
 from tenantry.ratelimit.store import LimiterStore, MemoryStore, RedisStore
@@ -94,3 +97,18 @@ async def test_a_shadow_policy_reports_but_never_refuses() -> None:
     outcomes = [(await limiter.hit("k", RATE, policy="api.ip", shadow=True)).allowed for _ in range(6)]
 
     assert outcomes == [True] * 6
+
+
+async def test_an_error_reply_fails_only_its_own_call_in_a_batch(redis: Redis) -> None:
+    batcher = RedisBatcher(redis)
+    key = f"tenantry:test:{uuid.uuid4().hex}"
+    await redis.set(key, "not a number", ex=60)
+    try:
+        calls = [batcher.call(Call.command("PING"), "one"), batcher.call(Call.command("INCR"), key)]
+        calls.append(batcher.call(Call.command("PING"), "two"))  # all three in one batch, one write
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await batcher.close()
+
+    assert [replies[0], replies[2]] == [b"one", b"two"]
+    assert isinstance(replies[1], ResponseError)

@@ -22,7 +22,19 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+try:
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - a redis-py without it: every reply is read through the connection
+    NOT_ENOUGH_DATA = object()
+try:
+    from hiredis import PushNotification
+
+    _PUSH: tuple[type[Any], ...] = (PushNotification,)
+except ImportError:  # pragma: no cover - no hiredis, or one before 3.2 (which had no push type)
+    _PUSH = ()
 
 
 def _word(word: Any) -> bytes:
@@ -139,12 +151,16 @@ class RedisBatcher:
                 if not connection.is_connected:
                     await connection.connect()  # type: ignore[no-untyped-call]
                 await connection.send_packed_command(packed, check_health=False)
-                replies: list[Any] = []
-                for _ in range(count):
-                    try:
-                        replies.append(await connection.read_response())
-                    except ResponseError as exc:
-                        replies.append(exc)
+                hiredis = _hiredis(connection)
+                if hiredis is not None:
+                    replies = await _read_hiredis(*hiredis, count)
+                else:
+                    replies = []
+                    for _ in range(count):
+                        try:
+                            replies.append(await connection.read_response())
+                        except ResponseError as exc:
+                            replies.append(exc)
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
@@ -175,3 +191,36 @@ class RedisBatcher:
         idle, self._idle = self._idle, []
         for connection in idle:
             await connection.disconnect()
+
+
+def _hiredis(connection: AbstractConnection) -> tuple[Any, asyncio.StreamReader] | None:
+    """The connection's hiredis reader and its socket's stream, when it reads replies through hiredis (redis-py's
+    choice when hiredis is installed): the batcher then takes its replies from there itself. Through
+    ``read_response`` each reply cost three coroutines and redis-py's checks (a timeout, a host string for
+    errors, push messages), several microseconds for replies of a few bytes, as many as there are requests."""
+    parser = getattr(connection, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    stream = getattr(connection, "_reader", None)
+    if type(parser).__name__ != "_AsyncHiredisParser" or reader is None or not isinstance(stream, asyncio.StreamReader):
+        return None
+    return reader, stream
+
+
+async def _read_hiredis(reader: Any, stream: asyncio.StreamReader, count: int) -> list[Any]:
+    """``count`` replies, in order, an error reply as its exception (as redis-py's parser gives them)."""
+    replies: list[Any] = []
+    gets = reader.gets
+    while len(replies) < count:
+        reply = gets()
+        if reply is NOT_ENOUGH_DATA:
+            data = await stream.read(65536)
+            if not data:
+                raise RedisConnectionError("Connection closed by server.")
+            reader.feed(data)
+        elif isinstance(reply, RedisConnectionError):
+            raise reply
+        elif isinstance(reply, _PUSH):  # RESP3: no one here subscribed to anything; not a reply
+            continue
+        else:
+            replies.append(reply)
+    return replies
