@@ -51,6 +51,7 @@ LAG = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 _DELIVERY = Delivery.__table__.c
+CLAIM_QUIET = 0.05  # seconds
 UNSIGNABLE = (
     "Not sent: the endpoint's signing secret cannot be opened (was TENANTRY_ENCRYPTION_KEY changed?). "
     "Rotate its secret to send again."
@@ -90,6 +91,8 @@ class Deliverer:
         self._queued: dict[uuid.UUID, deque[Job]] = {}  # endpoint -> held, waiting for one of its slots
         self._queued_count = 0
         self._claiming = 0  # room a claim in progress may fill
+        self._backlog = False  # whether the last claim found due deliveries (there may be more)
+        self._quiet_until = 0.0  # monotonic: after a claim that found nothing, finished requests don't claim till then
         self._busy: dict[uuid.UUID, int] = {}  # endpoint -> requests in flight from this process
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -164,8 +167,13 @@ class Deliverer:
         if not task.cancelled() and task.exception() is not None:
             log.error("webhooks.delivery_crashed", error=repr(task.exception()))
         self._start_ready()
-        if len(self._queued.get(endpoint_id, ())) < self.config.per_endpoint:
-            self._wake.set()  # its queue runs low: claim more while the ones in flight finish
+        if len(self._queued.get(endpoint_id, ())) < self.config.per_endpoint and (
+            self._backlog or time.monotonic() >= self._quiet_until
+        ):
+            # Its queue runs low: claim more while the ones in flight finish. After a claim that found nothing,
+            # not at every finished request (each claim is a query): new work wakes the loop itself (a fan-out,
+            # a retry by hand), and what a full endpoint kept out of that claim is looked for again shortly.
+            self._wake.set()
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -266,6 +274,9 @@ class Deliverer:
             jobs = await self.unscoped_claim(room)
         finally:
             self._claiming = 0
+        self._backlog = bool(jobs)
+        if not jobs:
+            self._quiet_until = time.monotonic() + CLAIM_QUIET
         self.take(jobs)
         return len(jobs)
 

@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
 from tenantry.db import scope
-from tenantry.db.upsert import insert_new
+from tenantry.db.bulk import Bulk
+from tenantry.db.upsert import dialect_insert
 from tenantry.events.models import Event
 from tenantry.webhooks.events import WEBHOOK_TEST
 from tenantry.webhooks.models import PENDING, Delivery, Endpoint
@@ -37,6 +38,14 @@ if TYPE_CHECKING:
 CONSUMER = "webhooks"
 WOKEN = "webhooks"  # session.info mark: deliveries were written or made due, wake the deliverer after commit
 HANDED = "webhooks.handed"  # session.info: the jobs leased to this process, for its deliverer after commit
+_TABLE = Delivery.__table__
+_COLUMNS = (
+    "id", "org_id", "endpoint_id", "event_id", "event_type", "payload", "status", "attempt_count",
+    "is_one_shot", "next_attempt_at", "created_at", "locked_by", "locked_until",
+)  # fmt: skip
+# One row per delivery, hence a bulk write; a second fan-out of an event makes nothing (its unique key).
+_NOT_LEASED = (None, None)
+_INSERT = Bulk(lambda dialect: dialect_insert(dialect, _TABLE).on_conflict_do_nothing(), _COLUMNS)  # type: ignore[arg-type]
 
 
 def body(event: Event) -> str:
@@ -79,8 +88,9 @@ async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliver
     now = utcnow()
     lease_until = now + deliverer.config.lease if deliverer is not None else None
     lease_ends = time.monotonic() + deliverer.config.lease.total_seconds() if deliverer is not None else 0.0
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     handed: list[Job] = []
+    lease = (deliverer.node_id if deliverer is not None else None, lease_until)  # (locked_by, locked_until)
     for event in events:
         org_id = event.org_id
         wanting = [r for r in routes.get(org_id, ()) if _wants(r.endpoint, event)] if org_id else []
@@ -91,23 +101,8 @@ async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliver
         for route in wanting:
             delivery_id = new_id()
             held = deliverer is not None and route.room > 0
-            rows.append(
-                {
-                    "id": delivery_id,
-                    "org_id": org_id,
-                    "endpoint_id": route.id,
-                    "event_id": event_id,
-                    "event_type": event_type,
-                    "payload": payload,
-                    "status": PENDING,
-                    "attempt_count": 0,
-                    "is_one_shot": False,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                    "locked_by": deliverer.node_id if held and deliverer is not None else None,
-                    "locked_until": lease_until if held else None,
-                }
-            )
+            row = (delivery_id, org_id, route.id, event_id, event_type, payload, PENDING, 0, False, now, now)
+            rows.append((*row, *(lease if held else _NOT_LEASED)))
             if held and deliverer is not None:
                 route.room -= 1
                 route.target = route.target or deliverer.targets.put(route.endpoint, now)
@@ -115,7 +110,14 @@ async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliver
                 handed.append((claimed, route.target))
     if not rows:
         return
-    inserted = await insert_new(tx, Delivery.__table__, rows, key="id")  # type: ignore[arg-type]
-    tx.info[WOKEN] = True
-    if handed:  # those a second fan-out of the same event did not make are someone else's
-        tx.info.setdefault(HANDED, []).extend(job for job in handed if job[0].id in inserted)
+    written = await _INSERT.run(tx, rows)
+    if written != len(rows) or len(handed) < len(rows):  # some are for whoever claims them: wake the claimers
+        tx.info[WOKEN] = True
+    if handed and written != len(rows):
+        # Some were made already by an earlier fan-out of the same event (or the driver does not count):
+        # those this one did not make are someone else's to send.
+        ids = [job[0].id for job in handed]
+        made = set((await tx.scalars(select(Delivery.id).where(Delivery.id.in_(ids)))).all())
+        handed = [job for job in handed if job[0].id in made]
+    if handed:
+        tx.info.setdefault(HANDED, []).extend(handed)

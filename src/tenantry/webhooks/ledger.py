@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
 from tenantry.db import scope
+from tenantry.db.bulk import Bulk
 from tenantry.db.engine import Database
 from tenantry.events.outbox import emit
 from tenantry.webhooks.events import ENDPOINT_DISABLED
@@ -36,8 +37,8 @@ FAILURES = Counter("tenantry_webhook_deliveries_failed_total", "Deliveries that 
 _SUCCEEDED, _FAILED = ATTEMPTS.labels("succeeded"), ATTEMPTS.labels("failed")
 
 _DELIVERY = Delivery.__table__.c
-# One statement for a whole batch (executemany), on the table rather than through the ORM.
-_SETTLE = (
+# A row per attempt and per delivery: one statement for each whole batch, bulk-written.
+_SETTLE = Bulk(
     update(Delivery.__table__)  # type: ignore[arg-type]
     .where(_DELIVERY.id == bindparam("b_id"), _DELIVERY.locked_by == bindparam("b_owner"))
     .values(
@@ -47,7 +48,12 @@ _SETTLE = (
         finished_at=bindparam("b_finished"),
         locked_by=None,
         locked_until=None,
-    )
+    ),
+    ("b_id", "b_owner", "b_status", "b_count", "b_next", "b_finished"),
+)
+_LOG = Bulk(
+    insert(Attempt.__table__),  # type: ignore[arg-type]
+    ("id", "org_id", "delivery_id", "at", "response_status", "duration_ms", "error", "response_body"),
 )
 
 
@@ -93,59 +99,44 @@ class Ledger:
             ids = [r.delivery.id for r in results]
             alive = set((await tx.scalars(select(Delivery.id).where(Delivery.id.in_(ids)))).all())
             results = [r for r in results if r.delivery.id in alive]
-        attempts: list[dict[str, Any]] = []
-        changes: list[dict[str, Any]] = []
+        attempts: list[tuple[Any, ...]] = []
+        changes: list[tuple[Any, ...]] = []
         sent = failed = 0
         for result in results:
             attempt, change = self._settle(result, now)
             if attempt is not None:
                 attempts.append(attempt)
                 sent += 1
-                failed += change["b_status"] != SUCCEEDED
+                failed += change[2] != SUCCEEDED
             changes.append(change)
-        if attempts:
-            await tx.execute(insert(Attempt.__table__), attempts)  # type: ignore[arg-type]
-        if changes:
-            await tx.execute(_SETTLE, changes)
+        await _LOG.run(tx, attempts)
+        await _SETTLE.run(tx, changes)
         await self._update_endpoints(tx, results, now)
         _SUCCEEDED.inc(sent - failed)
         _FAILED.inc(failed)
 
-    def _settle(self, result: Result, now: datetime) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """The attempt to log and the delivery's next state."""
+    def _settle(self, result: Result, now: datetime) -> tuple[tuple[Any, ...] | None, tuple[Any, ...]]:
+        """The attempt to log (``_LOG``'s values) and the delivery's next state (``_SETTLE``'s)."""
         delivery, outcome = result.delivery, result.outcome
-        change: dict[str, Any] = {
-            "b_id": delivery.id,
-            "b_owner": self.node_id,
-            "b_status": PENDING,
-            "b_count": delivery.attempt_count,
-            "b_next": now + timedelta(seconds=result.postpone),
-            "b_finished": None,
-        }
-        if outcome is None:
-            return None, change
+        if outcome is None:  # handed back unsent: due again after the postponement
+            due = now + timedelta(seconds=result.postpone)
+            return None, (delivery.id, self.node_id, PENDING, delivery.attempt_count, due, None)
         count = delivery.attempt_count + 1
-        change["b_count"] = count
+        change: tuple[Any, ...]
         if outcome.succeeded:
-            change.update(b_status=SUCCEEDED, b_next=None, b_finished=now)
+            change = (delivery.id, self.node_id, SUCCEEDED, count, None, now)
         elif outcome.status == 410 or delivery.is_one_shot or count > len(self.config.retry_delays):
             FAILURES.inc()
-            change.update(b_status=FAILED, b_next=None, b_finished=now)
+            change = (delivery.id, self.node_id, FAILED, count, None, now)
         else:
             delay = self.config.retry_delays[count - 1] * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not secrecy
             if outcome.retry_after is not None:
                 delay = outcome.retry_after  # the receiver said when: honour it
-            change["b_next"] = now + timedelta(seconds=delay)
-        attempt = {
-            "id": uuid.uuid4(),
-            "org_id": delivery.org_id,
-            "delivery_id": delivery.id,
-            "at": outcome.at,
-            "response_status": outcome.status,
-            "duration_ms": outcome.duration_ms,
-            "error": outcome.error,
-            "response_body": outcome.body,
-        }
+            change = (delivery.id, self.node_id, PENDING, count, now + timedelta(seconds=delay), None)
+        attempt = (
+            uuid.uuid4(), delivery.org_id, delivery.id, outcome.at,
+            outcome.status, outcome.duration_ms, outcome.error, outcome.body,
+        )  # fmt: skip
         return attempt, change
 
     async def _update_endpoints(self, tx: AsyncSession, results: list[Result], now: datetime) -> None:

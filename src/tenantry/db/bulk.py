@@ -1,0 +1,143 @@
+"""Many rows in one driver call, for the few paths that write a row per event or per webhook delivery.
+
+SQLAlchemy's ``executemany`` spends more on each row's parameters (a dict per row, then every
+column's bind processor) than SQLite spends writing the row. A :class:`Bulk` keeps the statement
+SQLAlchemy Core (the same tables, the same SQL, compiled once per dialect) and only does the
+per-row conversion itself, with one plain function per column type that writes exactly what
+SQLAlchemy's type would (``tests/db/test_bulk.py`` compares the two, column by column), then hands
+the rows to the driver's ``executemany`` in one call.
+
+Rows are tuples in the order of the ``keys`` given: the statement's bind parameter names (for an
+``insert(table)``, its column names).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Boolean, Uuid
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.types import TypeEngine
+
+from tenantry.db.base import UTCDateTime
+from tenantry.db.engine import Writer
+
+Convert = Callable[[Any], Any]
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    # SQLAlchemy's SQLite DATETIME storage format, in UTC and without a zone (what UTCDateTime writes).
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTCDateTime column")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTCDateTime column")
+    return value.astimezone(UTC)
+
+
+def _uuid_hex(value: uuid.UUID | None) -> str | None:
+    return None if value is None else value.hex
+
+
+def _json(value: Any) -> str:
+    # None too is written as JSON's null, as SQLAlchemy's JSON type does by default (none_as_null=False).
+    return orjson.dumps(value).decode()
+
+
+def _bool_int(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def converter(type_: TypeEngine[Any], dialect: Dialect) -> Convert | None:
+    """The function that makes a value of ``type_`` driver-ready on ``dialect`` (None: as it is)."""
+    sqlite = dialect.name == "sqlite"
+    if isinstance(type_, UTCDateTime):
+        return _sqlite_datetime if sqlite else _utc
+    if isinstance(type_, Uuid):
+        return _uuid_hex if sqlite else None
+    if isinstance(type_, JSON):
+        return _json
+    if isinstance(type_, Boolean):
+        return _bool_int if sqlite else None
+    return None
+
+
+class _Compiled:
+    def __init__(self, statement: ClauseElement, keys: Sequence[str], dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        assert isinstance(compiled, SQLCompiler)
+        names = compiled.positiontup
+        if names is None:  # every dialect Tenantry runs on takes positional parameters
+            raise TypeError(f"{dialect.name}: a bulk statement needs a positional paramstyle")
+        index = {key: number for number, key in enumerate(keys)}
+        missing = [name for name in names if name not in index and compiled.binds[name].required]
+        if missing:
+            raise KeyError(f"bulk statement parameters without a value: {missing}")
+        self.sql = compiled.string
+        # (where in a row, how to convert); a value written into the statement (``.values(locked_by=None)``)
+        # is taken from there, the same for every row.
+        self.steps: list[tuple[int, Convert | None]] = []
+        for name in names:
+            convert = converter(compiled.binds[name].type, dialect)
+            if name not in index:
+                value = compiled.binds[name].effective_value
+                convert = _constant(convert(value) if convert else value)
+            self.steps.append((index.get(name, 0), convert))
+        self.is_identity = self.steps == [(number, None) for number in range(len(keys))]
+
+    def parameters(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        if self.is_identity:
+            return [tuple(row) for row in rows]
+        steps = self.steps
+        return [tuple(row[i] if convert is None else convert(row[i]) for i, convert in steps) for row in rows]
+
+
+def _constant(value: Any) -> Convert:
+    return lambda _: value
+
+
+class Bulk:
+    """A Core statement run for many rows in one ``executemany``.
+
+    ``statement`` is the statement, or makes it for a dialect (a dialect's own insert, for
+    ``ON CONFLICT``); ``keys`` names the values of each row, in order.
+    """
+
+    def __init__(self, statement: ClauseElement | Callable[[Dialect], ClauseElement], keys: Sequence[str]) -> None:
+        self.build = statement if callable(statement) else lambda _: statement
+        self.keys = tuple(keys)
+        self._compiled: dict[str, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            found = self._compiled[dialect.name] = _Compiled(self.build(dialect), self.keys, dialect)
+        return found
+
+    async def run(self, tx: Writer, rows: Sequence[Sequence[Any]]) -> int:
+        """Run the statement once per row, in one driver call; the number of rows it changed, or -1
+        where the driver does not say (asyncpg's ``executemany``)."""
+        if not rows:
+            return 0
+        connection = tx if isinstance(tx, AsyncConnection) else await _connection(tx)
+        compiled = self.compiled(connection.dialect)
+        result = await connection.exec_driver_sql(compiled.sql, compiled.parameters(rows))
+        return int(result.rowcount)
+
+
+async def _connection(session: AsyncSession) -> AsyncConnection:
+    return await session.connection()
