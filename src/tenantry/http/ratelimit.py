@@ -253,11 +253,12 @@ class RateLimits:
             await _too_many(verdict, extra)(scope, receive, send)
             return
         scope[EXTRA_HEADERS] = extra  # RequestContext adds them as the response starts
-        limits.shedder.enter()
+        shedder = limits.shedder
+        shedder.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            limits.shedder.leave()
+            shedder.in_flight -= 1
             if verdict.lease is not None:
                 limits.release(plan.ticket, verdict)
 

@@ -59,7 +59,9 @@ class LoadShedder:
         self.lag_hard = lag_hard
         self.interval = interval
         self._low_bound = 0.8 * max_in_flight
-        self._in_flight = 0
+        # Requests in flight: counted by enter() and leave(), or directly by the rate-limit middleware, which
+        # counts every request and saves the two calls.
+        self.in_flight = 0
         self._lag = 0.0
         self._wake_at: float | None = None  # when the monitor should next wake (monotonic), while it runs
         self._task: asyncio.Task[None] | None = None
@@ -102,16 +104,12 @@ class LoadShedder:
         return max(self._lag, time.monotonic() - self._wake_at)
 
     @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    @property
     def level(self) -> int:
         """0: all admitted; 1: low priority refused; 2: normal priority refused too."""
         lag = self.lag
-        if lag > self.lag_hard or self._in_flight >= self.max_in_flight:
+        if lag > self.lag_hard or self.in_flight >= self.max_in_flight:
             return 2
-        if lag > self.lag_soft or self._in_flight > self._low_bound:
+        if lag > self.lag_soft or self.in_flight > self._low_bound:
             return 1
         return 0
 
@@ -127,20 +125,20 @@ class LoadShedder:
             if overdue > lag:
                 lag = overdue
         if priority is _LOW:
-            if lag <= self.lag_soft and self._in_flight <= self._low_bound:
+            if lag <= self.lag_soft and self.in_flight <= self._low_bound:
                 return True
-        elif lag <= self.lag_hard and self._in_flight < self.max_in_flight:
+        elif lag <= self.lag_hard and self.in_flight < self.max_in_flight:
             return True
         _SHED_BY_PRIORITY[priority].inc()
         return False
 
     def enter(self) -> None:
         """Count a request as in flight; pair with :meth:`leave` (or use :meth:`track`)."""
-        self._in_flight += 1
+        self.in_flight += 1
 
     def leave(self) -> None:
         """Count a request as finished."""
-        self._in_flight -= 1
+        self.in_flight -= 1
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
