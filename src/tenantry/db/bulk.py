@@ -33,12 +33,15 @@ Convert = Callable[[Any], Any]
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
-    # SQLAlchemy's SQLite DATETIME storage format, in UTC and without a zone (what UTCDateTime writes).
+    # SQLAlchemy's SQLite DATETIME storage format, in UTC and without a zone (what UTCDateTime writes):
+    # the aware value's ISO form less its "+00:00" (datetime.replace costs more than the whole format).
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTCDateTime column")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:-6]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -102,8 +105,19 @@ class _Compiled:
     def parameters(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         if self.is_identity:
             return [tuple(row) for row in rows]
-        steps = self.steps
-        return [tuple(row[i] if convert is None else convert(row[i]) for i, convert in steps) for row in rows]
+        # Rows of one batch often share a timestamp (a fan-out's "now"): each is formatted once.
+        formatted: dict[datetime, str | None] = {}
+
+        def timestamp(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            found = formatted.get(value)
+            if found is None:
+                found = formatted[value] = _sqlite_datetime(value)
+            return found
+
+        steps = [(i, timestamp if convert is _sqlite_datetime else convert) for i, convert in self.steps]
+        return [tuple([row[i] if convert is None else convert(row[i]) for i, convert in steps]) for row in rows]
 
 
 def _constant(value: Any) -> Convert:

@@ -188,7 +188,10 @@ class Dispatcher:
             condition = or_(condition, OutboxEvent.id.in_(list(consumer.gaps)))
         table = OutboxEvent.__table__
         query = select(table).where(condition).order_by(OutboxEvent.id).limit(self.batch_size)
-        return cast(Sequence[Event], (await session.execute(query)).all())
+        # On the session's connection: plain rows, without the ORM's result machinery (every event of a
+        # batch is read by every consumer, and only read).
+        connection = await session.connection()
+        return cast(Sequence[Event], (await connection.execute(query)).all())
 
     def _track(self, consumer: _Consumer, events: Sequence[Event]) -> None:
         assert consumer.high is not None

@@ -308,12 +308,13 @@ class Deliverer:
                 .limit(limit)
                 .with_for_update(of=Delivery, skip_locked=True)
             )
-            ids = self._within_room((await tx.execute(query)).all())
+            connection = await tx.connection()  # Core rows, without the ORM's result machinery
+            ids = self._within_room((await connection.execute(query)).all())
             if not ids:
                 return []
             lease = update(Delivery.__table__).where(_DELIVERY.id.in_(ids))  # type: ignore[arg-type]
             lease = lease.values(locked_by=self.node_id, locked_until=now + self.config.lease)
-            rows = (await tx.execute(lease.returning(*_CLAIMED_COLUMNS))).all()
+            rows = (await connection.execute(lease.returning(*_CLAIMED_COLUMNS))).all()
             wanted = {r.endpoint_id for r in rows if self.targets.get(r.endpoint_id) is None}
             if wanted:
                 for endpoint in await tx.scalars(select(Endpoint).where(Endpoint.id.in_(wanted))):
