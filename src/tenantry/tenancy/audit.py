@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.db import scope
-from tenantry.db.bulk import Bulk
-from tenantry.db.upsert import dialect_insert
+from tenantry.db.upsert import bulk_insert_ignoring_conflicts
 from tenantry.events.models import Event
 from tenantry.tenancy.models import AuditEntry
 
@@ -20,7 +19,7 @@ _COLUMNS = (
     "target_type", "target_id", "ip", "user_agent", "data", "at",
 )  # fmt: skip
 # One row per event, hence a bulk write: an event handed over twice is written once (its unique event_id).
-_INSERT = Bulk(lambda dialect: dialect_insert(dialect, _TABLE).on_conflict_do_nothing(), _COLUMNS)  # type: ignore[arg-type]
+_INSERT = bulk_insert_ignoring_conflicts(_TABLE, _COLUMNS)  # type: ignore[arg-type]
 
 
 def _target(event: Event) -> tuple[str | None, str | None]:

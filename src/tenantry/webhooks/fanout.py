@@ -25,8 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
 from tenantry.db import scope
-from tenantry.db.bulk import Bulk
-from tenantry.db.upsert import dialect_insert
+from tenantry.db.upsert import bulk_insert_ignoring_conflicts
 from tenantry.events.models import Event
 from tenantry.webhooks.events import WEBHOOK_TEST
 from tenantry.webhooks.models import PENDING, Delivery, Endpoint
@@ -44,8 +43,8 @@ _COLUMNS = (
     "is_one_shot", "next_attempt_at", "created_at", "locked_by", "locked_until",
 )  # fmt: skip
 # One row per delivery, hence a bulk write; a second fan-out of an event makes nothing (its unique key).
-_NOT_LEASED = (None, None)
-_INSERT = Bulk(lambda dialect: dialect_insert(dialect, _TABLE).on_conflict_do_nothing(), _COLUMNS)  # type: ignore[arg-type]
+_INSERT = bulk_insert_ignoring_conflicts(_TABLE, _COLUMNS)  # type: ignore[arg-type]
+_NOT_LEASED = (None, None)  # (locked_by, locked_until) of a delivery left for whoever claims it
 
 
 def body(event: Event) -> str:
