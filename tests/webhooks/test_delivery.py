@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import secrets
 import time
 import uuid
@@ -317,6 +318,22 @@ async def test_a_slow_receiver_never_delays_the_others(
     assert hold.waiting == cap  # never more than the cap in flight to the slow one
     hold.release()
     await receiver.wait_for(lambda: len(receiver.ids("/slow")) == cap + 5, what="the rest")
+
+
+async def test_a_backlog_beyond_an_endpoints_room_goes_out_without_waiting_for_the_poll(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """More deliveries than one endpoint may hold: the rest are left for claims, and a claim made while the
+    endpoint is full finds none of them. They must still go as slots free up, not at the next poll."""
+    deliverer = platform.deliverer
+    deliverer.config = dataclasses.replace(deliverer.config, per_endpoint=2, poll_interval=3600.0)
+    org = await create_org(client)
+    endpoint = await add_endpoint(client, org, receiver.route("/hooks", answer(delay=0.05)), event_types=TESTS)
+
+    for _ in range(12):
+        await client.post(org.path(f"/webhooks/{endpoint['id']}/test"), headers=org.owner.headers)
+
+    await receiver.wait_for(lambda: len(receiver.ids("/hooks")) == 12, within=30, what="the whole backlog")
 
 
 async def test_an_endpoint_rate_limit_spreads_requests_out(
