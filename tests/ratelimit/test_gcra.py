@@ -83,3 +83,23 @@ def test_the_admission_spends_budgets_exactly_as_the_gcra_step_judges_them(
         assert spent == len(expected) // 2
         if spent < len(budgets):  # the budget that would refuse is judged by take, which spends nothing
             assert not store.take(f"k{spent}", budgets[spent], cost, now)[0]
+
+
+def _clock_reading_that_rounds_up(interval: float) -> float:
+    """A monotonic reading (hours of uptime) at which ``(now + interval) - now`` comes out over ``interval``."""
+    now = 6000.0
+    while (now + interval) - now <= interval:
+        now = math.nextafter(now + 0.001, math.inf)
+    return now
+
+
+def test_what_remains_is_not_told_one_short_when_the_clock_rounds() -> None:
+    rate = Rate(limit=3, period=60, burst=3)  # 20 s apart, 3 at once
+    now = _clock_reading_that_rounds_up(rate.emission_interval)
+
+    allowed, remaining, *_ = step(rate.emission_interval, rate.tolerance, None, now, 1)
+    told: list[int] = []
+    spent = MemoryStore().spend([("k", rate.emission_interval, rate.emission_interval, rate.tolerance)], now, told)
+
+    assert (allowed, remaining) == (True, 2)
+    assert (spent, told[0]) == (1, 2)

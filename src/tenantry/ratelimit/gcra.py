@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-EPSILON = 1e-9  # float sums of intervals must not refuse a client exactly on time
+# Float sums of intervals must not refuse a client exactly on time, nor tell it one request less than it
+# has left: (now + interval) - now can come out a hair under interval, and the larger the monotonic clock
+# (a machine's uptime), the more often. Both comparisons and the floor of what remains allow this much.
+EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +54,9 @@ def step(interval: float, tolerance: float, tat: float | None, now: float, cost:
     new_tat = base + cost * interval
     allow_at = new_tat - tolerance
     if allow_at - now > EPSILON:
-        left = int((tolerance - (base - now)) / interval)
+        left = int((tolerance - (base - now)) / interval + EPSILON)
         return False, left if left > 0 else 0, allow_at - now, base - now, base
-    left = int((tolerance - (new_tat - now)) / interval)
+    left = int((tolerance - (new_tat - now)) / interval + EPSILON)
     return True, left if left > 0 else 0, 0.0, new_tat - now, new_tat
 
 

@@ -18,7 +18,8 @@ end
 """
 
 # GCRA (see tenantry.ratelimit.gcra): allowed, remaining, retry_after, reset_after. The key expires by
-# itself once it holds no information (its TAT is in the past).
+# itself once it holds no information (its TAT is in the past). The 1e-9 added before flooring what
+# remains is gcra.EPSILON's: (now + interval) - now is not always interval in floats.
 GCRA = """
 local function gcra(key, interval, tolerance, cost, peek, now)
   local tat = tonumber(redis.call("GET", key))
@@ -26,13 +27,13 @@ local function gcra(key, interval, tolerance, cost, peek, now)
   local new_tat = tat + cost * interval
   local allow_at = new_tat - tolerance
   if allow_at - now > 1e-9 then
-    local remaining = math.max(0, math.floor((tolerance - (tat - now)) / interval))
+    local remaining = math.max(0, math.floor((tolerance - (tat - now)) / interval + 1e-9))
     return 0, remaining, tostring(allow_at - now), tostring(tat - now)
   end
   if not peek then
     redis.call("SET", key, tostring(new_tat), "PX", math.max(1, math.ceil((new_tat - now) * 1000)))
   end
-  local remaining = math.max(0, math.floor((tolerance - (new_tat - now)) / interval))
+  local remaining = math.max(0, math.floor((tolerance - (new_tat - now)) / interval + 1e-9))
   return 1, remaining, "0", tostring(new_tat - now)
 end
 """

@@ -81,7 +81,7 @@ class MemoryStore:
                 break
             tats[key] = new_tat
             # floor, not int(): the same for what is told (a negative is told as 0), and half the cost.
-            left = floor((tolerance - (new_tat - now)) / interval)
+            left = floor((tolerance - (new_tat - now)) / interval + EPSILON)
             told += (left if left > 0 else 0, ceil(new_tat - now))
         if now - self._last_sweep >= 60 or len(tats) >= self._max_keys:
             self._sweep(now)
