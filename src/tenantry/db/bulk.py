@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Boolean, Uuid
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.types import TypeEngine
@@ -147,11 +147,7 @@ class Bulk:
         where the driver does not say (asyncpg's ``executemany``)."""
         if not rows:
             return 0
-        connection = tx if isinstance(tx, AsyncConnection) else await _connection(tx)
+        connection = tx if isinstance(tx, AsyncConnection) else await tx.connection()
         compiled = self.compiled(connection.dialect)
         result = await connection.exec_driver_sql(compiled.sql, compiled.parameters(rows))
         return int(result.rowcount)
-
-
-async def _connection(session: AsyncSession) -> AsyncConnection:
-    return await session.connection()

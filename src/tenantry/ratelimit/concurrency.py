@@ -63,15 +63,11 @@ class MemoryConcurrency:
     async def acquire(self, key: str, *, limit: int, ttl: float) -> Lease:
         """Drop the key's expired leases, then grant a new one if fewer than ``limit`` remain."""
         _check(limit, ttl)
-        return self.acquire_now(key, limit=limit, ttl=ttl)
-
-    def acquire_now(self, key: str, *, limit: int, ttl: float, now: float | None = None) -> Lease:
-        """``acquire`` without awaiting (and without checking its arguments, which the caller vouches for),
-        at ``now`` on the monotonic clock if given."""
-        return self.take(key, limit, ttl, time.monotonic() if now is None else now)
+        return self.take(key, limit, ttl, time.monotonic())
 
     def take(self, key: str, limit: int, ttl: float, now: float) -> Lease:
-        """``acquire_now`` with every argument given in place (the admission of every request calls this)."""
+        """``acquire`` without awaiting, at ``now`` on the monotonic clock, its arguments vouched for by the
+        caller (the admission of every request calls this)."""
         leases = self._leases.get(key)
         if leases is None:
             leases = self._leases[key] = {}

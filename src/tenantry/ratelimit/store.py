@@ -42,10 +42,6 @@ class MemoryStore:
         self._last_sweep = time.monotonic()
 
     async def hit(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
-        return self.hit_now(key, rate, cost=cost, peek=peek)
-
-    def hit_now(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
-        """``hit`` without awaiting: nothing here waits."""
         now = time.monotonic()
         if peek:
             decision, _ = decide(rate, self._tat.get(key), now, cost)
