@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -81,6 +81,39 @@ async def test_the_dispatcher_hands_every_event_over_in_order(db: Database) -> N
     await dispatcher.drain()
 
     assert recorder.seen == list(range(20))
+
+
+async def test_consumers_at_the_same_place_share_one_read_and_one_behind_reads_its_own(db: Database) -> None:
+    reads: list[str] = []
+
+    def count_reads(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM events_outbox" in statement and "ORDER BY" in statement:
+            reads.append(statement)
+
+    event.listen(db.writer.sync_engine, "before_cursor_execute", count_reads)
+    first, second = Recorder(), Recorder()
+    dispatcher = Dispatcher(db, node_id="test", batch_size=7)
+    dispatcher.register("first", first)
+    dispatcher.register("second", second)
+    async with db.transaction() as tx:
+        for n in range(20):
+            await emit(tx, EVENT, data={"n": n})
+
+    await dispatcher.drain()
+
+    assert first.seen == second.seen == list(range(20))
+    assert len(reads) == 3  # batches of 7, 7 and 6, each read once for both (without sharing: 6)
+
+    late = Recorder()  # a consumer that starts from the beginning while the others are at the end
+    dispatcher.register("late", late)
+    async with db.transaction() as tx:
+        await emit(tx, EVENT, data={"n": 20})
+    reads.clear()
+    await dispatcher.drain()
+
+    assert first.seen == second.seen == list(range(21))
+    assert late.seen == list(range(21))
+    assert len(reads) == 4  # the others' one new event, shared; the late one's three batches, its own
 
 
 async def test_a_restarted_dispatcher_resumes_where_it_stopped(db: Database) -> None:

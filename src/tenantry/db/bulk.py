@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import JSON, Boolean, Uuid
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,7 +26,7 @@ from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.types import TypeEngine
 
 from tenantry.db.base import UTCDateTime
-from tenantry.db.engine import Writer
+from tenantry.db.engine import Writer, dump_json
 
 Convert = Callable[[Any], Any]
 
@@ -57,8 +56,9 @@ def _uuid_hex(value: uuid.UUID | None) -> str | None:
 
 
 def _json(value: Any) -> str:
-    # None too is written as JSON's null, as SQLAlchemy's JSON type does by default (none_as_null=False).
-    return orjson.dumps(value).decode()
+    # None too is written as JSON's null, as SQLAlchemy's JSON type does by default (none_as_null=False);
+    # written as the engine's serializer writes it.
+    return dump_json(value)
 
 
 def _bool_int(value: bool | None) -> int | None:

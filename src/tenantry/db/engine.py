@@ -8,11 +8,14 @@ PostgreSQL both roles share one pool.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -28,6 +31,36 @@ MARKS = ("events", "jobs")
 
 # What a service may write through: an ORM session, or a bare connection on hot paths.
 Writer = AsyncSession | AsyncConnection
+
+
+def dump_json(value: Any) -> str:
+    """How JSON columns are written. Event data, audit entries and webhook payloads are written and read
+    on the hot paths of the outbox and webhooks: orjson does it several times faster than the json module.
+    Keys that are not strings are written as strings, as json.dumps does; what orjson cannot write (an
+    integer beyond 64 bits) is written by the json module."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+# orjson reads an integer beyond 64 bits as a float, silently: text with a number that long goes to json.
+_LONG_NUMBER = re.compile(r"\d{20}")
+
+
+def load_json(text: str) -> Any:
+    """How JSON columns are read: by orjson, unless the text holds what only the json module reads
+    exactly (an integer beyond 64 bits, NaN or Infinity)."""
+    if _LONG_NUMBER.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+def _engine(url: str, **options: Any) -> AsyncEngine:
+    return create_async_engine(url, json_serializer=dump_json, json_deserializer=load_json, **options)
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -77,14 +110,14 @@ class Database:
                 path.parent.mkdir(parents=True, exist_ok=True)
             # Every write transaction ends in an explicit COMMIT or ROLLBACK, so the pool's own reset
             # on return would only cost another trip to the driver's thread.
-            self.writer = create_async_engine(
+            self.writer = _engine(
                 url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=30, pool_reset_on_return=None
             )
-            self.reader = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
+            self.reader = _engine(url, echo=echo, pool_size=4, max_overflow=4)
             _configure_sqlite(self.writer, begin="BEGIN IMMEDIATE")
             _configure_sqlite(self.reader, begin="BEGIN")
         else:
-            self.writer = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=False)
+            self.writer = _engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=False)
             self.reader = self.writer
             if role:
                 _configure_postgresql(self.writer, role=role)

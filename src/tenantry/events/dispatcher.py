@@ -73,6 +73,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._busy_at = 0.0  # monotonic time of the last pass that found events
+        # The batch read last in this pass, and what was asked for it: consumers at the same place (the usual
+        # case) are handed the same rows rather than each reading and decoding them again.
+        self._read: tuple[tuple[int, tuple[int, ...]], Sequence[Event]] | None = None
 
     def register(self, name: str, handler: Handler) -> None:
         """Add a consumer. Its handler runs in the transaction that also advances its cursor."""
@@ -120,8 +123,11 @@ class Dispatcher:
     async def run_once(self) -> bool:
         """One pass over the consumers; returns whether any of them found events."""
         found = False
-        for consumer in self._consumers.values():
-            found = await self._step(consumer) or found
+        try:
+            for consumer in self._consumers.values():
+                found = await self._step(consumer) or found
+        finally:
+            self._read = None
         return found
 
     async def _ensure_cursors(self) -> None:
@@ -183,6 +189,12 @@ class Dispatcher:
         for gap, deadline in list(consumer.gaps.items()):
             if deadline < now:
                 del consumer.gaps[gap]
+        assert consumer.high is not None
+        asked = (consumer.high, tuple(sorted(consumer.gaps)))
+        if self._read is not None and self._read[0] == asked:
+            # Read by another consumer in this pass: events are never changed once written, and a row committed
+            # since is read at the next pass, as if this consumer had read a moment earlier.
+            return self._read[1]
         condition = OutboxEvent.id > consumer.high
         if consumer.gaps:
             condition = or_(condition, OutboxEvent.id.in_(list(consumer.gaps)))
@@ -191,7 +203,9 @@ class Dispatcher:
         # On the session's connection: plain rows, without the ORM's result machinery (every event of a
         # batch is read by every consumer, and only read).
         connection = await session.connection()
-        return cast(Sequence[Event], (await connection.execute(query)).all())
+        events = cast(Sequence[Event], (await connection.execute(query)).all())
+        self._read = (asked, events)
+        return events
 
     def _track(self, consumer: _Consumer, events: Sequence[Event]) -> None:
         assert consumer.high is not None
