@@ -164,6 +164,8 @@ class Platform:
             self.jobs.wake()
         if info.get(fanout.HANDED):
             self.deliverer.take(info[fanout.HANDED])
+        if info.get(fanout.HINTED):
+            self.deliverer.hint(info[fanout.HINTED])
         if info.get(fanout.WOKEN):
             self.deliverer.wake()
 

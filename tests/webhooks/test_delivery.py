@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from tenantry.core.clock import utcnow
 from tenantry.db import scope
@@ -30,7 +30,7 @@ from tenantry.ratelimit.gcra import Rate
 from tenantry.settings import Settings
 from tenantry.webhooks import fanout
 from tenantry.webhooks.delivery import Deliverer
-from tenantry.webhooks.models import Endpoint
+from tenantry.webhooks.models import Delivery, Endpoint
 from tenantry.webhooks.work import Claimed, Target
 from tests.factories.tenancy import Org, create_org, create_team
 from tests.webhooks.receiver import Receiver, answer, in_turn
@@ -475,3 +475,46 @@ async def test_a_page_of_deliveries_shows_the_start_of_each_answer_and_one_deliv
     assert one.json()["attempts"][0]["response_body"] == "x" * 5000
     assert one.json()["id"] == listed["id"]
     assert elsewhere.status_code == 404
+
+
+async def test_a_backlog_is_leased_by_id_and_what_another_process_took_meanwhile_is_not_sent_twice(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """Deliveries the fan-out had no room for are written unleased and remembered; they are leased later by
+    id, as slots free up. One that another process claimed in the meantime is left to it."""
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    event.listen(platform.db.writer.sync_engine, "before_cursor_execute", listener)
+    deliverer = platform.deliverer
+    deliverer.config = dataclasses.replace(deliverer.config, per_endpoint=1, poll_interval=3600.0)
+    org = await create_org(client)
+    hold = receiver.hold(200)
+    endpoint = await add_endpoint(client, org, receiver.route("/held", hold), event_types=TESTS)
+    for _ in range(10):
+        await client.post(org.path(f"/webhooks/{endpoint['id']}/test"), headers=org.owner.headers)
+    await receiver.wait_for(lambda: hold.waiting == 1, what="the first request in flight")
+    rows: list[Any] = []
+    for _ in range(600):  # the fan-out may still be writing the last ones
+        async with platform.db.read() as session:
+            await scope.unscoped(session)
+            query = select(Delivery.id, Delivery.event_id).where(Delivery.locked_by.is_(None))
+            rows = list((await session.execute(query)).all())
+        if len(rows) == 8:  # two are leased to this process: one in flight, one waiting for the slot
+            break
+        await asyncio.sleep(0.05)
+    taken = rows[:3]
+    async with platform.db.transaction() as tx:  # what another process's claim does
+        await scope.unscoped(tx)
+        until = utcnow() + timedelta(hours=1)
+        taking = update(Delivery).where(Delivery.id.in_([r.id for r in taken]))
+        await tx.execute(taking.values(locked_by="b", locked_until=until))
+
+    hold.release()
+
+    await receiver.wait_for(lambda: len(receiver.ids("/held")) == 7, what="all but the three taken")
+    await asyncio.sleep(0.3)
+    sent = receiver.ids("/held")
+    assert len(sent) == 7
+    assert not {str(r.event_id) for r in taken} & set(sent)
+    leased_by_id = [s for s in statements if s.startswith("UPDATE webhooks_delivery") and "is_enabled" in s]
+    assert leased_by_id, "the backlog was not leased by id"

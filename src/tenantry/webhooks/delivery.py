@@ -5,6 +5,9 @@ Work lives in ``webhooks_delivery``. A process takes deliveries two ways, both w
 claims the deliveries again (receivers deduplicate by ``webhook-id``: delivery is at least once).
 - The fan-out of this process leases fresh deliveries to it in the transaction that writes them,
   and hands them over in memory after the commit: no claim, no wait (see ``fanout``).
+- Fresh deliveries the fan-out had no room for are written unleased, for whoever claims them, and
+  remembered here as hints (``hint``): when room frees, they are leased by id, their body already in
+  memory, as long as nobody else has taken them meanwhile (a backlog costs one ``UPDATE`` per batch).
 - Otherwise it claims due ones (retries, those of other processes' expired leases) in one
   transaction, with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so any number of processes share them.
 
@@ -30,6 +33,7 @@ import aiohttp
 import structlog
 from prometheus_client import Histogram
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
 from tenantry.db import scope
@@ -52,6 +56,8 @@ LAG = Histogram(
 )
 _DELIVERY = Delivery.__table__.c
 CLAIM_QUIET = 0.05  # seconds
+HINTS = 10_000  # fresh deliveries remembered for leasing by id, at most
+HINT_BYTES = 32 * 1024 * 1024  # and at most this much of their bodies
 UNSIGNABLE = (
     "Not sent: the endpoint's signing secret cannot be opened (was TENANTRY_ENCRYPTION_KEY changed?). "
     "Rotate its secret to send again."
@@ -93,6 +99,11 @@ class Deliverer:
         self._claiming = 0  # room a claim in progress may fill
         self._backlog = False  # whether the last claim found due deliveries (there may be more)
         self._quiet_until = 0.0  # monotonic: after a claim that found nothing, finished requests don't claim till then
+        self._quiet_wake: asyncio.TimerHandle | None = None  # the wake put off to the end of that quiet window
+        self._hints: dict[uuid.UUID, deque[Job]] = {}  # endpoint -> fresh deliveries left unleased, oldest first
+        self._hinted = 0  # how many, and their bodies' bytes
+        self._hinted_bytes = 0
+        self._full_claim_at = 0.0  # monotonic: a claim by query is due then, even with hints in hand (retries wait)
         self._busy: dict[uuid.UUID, int] = {}  # endpoint -> requests in flight from this process
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -107,7 +118,47 @@ class Deliverer:
     def request_stop(self) -> None:
         self._stopping = True
         self._accepting = False
+        self._forget_hints()
         self._wake.set()
+
+    # -- hints ---------------------------------------------------------------------------------------
+
+    def hint_room(self) -> int:
+        """How many more fresh deliveries the fan-out may leave here as hints."""
+        if not self._accepting or self._hinted_bytes >= HINT_BYTES:
+            return 0
+        return HINTS - self._hinted
+
+    def hint(self, jobs: Iterable[Job]) -> None:
+        """Remember fresh deliveries that were written unleased (committed), to lease by id when there is room."""
+        if not self._accepting:
+            return
+        if not self._hints:  # hints go first, for a poll interval at most: then a claim lets retries in
+            self._full_claim_at = time.monotonic() + self.config.poll_interval
+        for job in jobs:
+            self._hints.setdefault(job[1].id, deque()).append(job)
+            self._hinted += 1
+            self._hinted_bytes += len(job[0].payload)
+
+    def _forget_hints(self) -> None:
+        self._hints.clear()
+        self._hinted = self._hinted_bytes = 0
+
+    def _pick_hints(self, room: int) -> list[Job]:
+        """Hints taken out for a lease, oldest first per endpoint, none beyond an endpoint's room."""
+        picked: list[Job] = []
+        for endpoint_id in list(self._hints):
+            hints = self._hints[endpoint_id]
+            for _ in range(min(self._room(endpoint_id), room - len(picked), len(hints))):
+                job = hints.popleft()
+                self._hinted -= 1
+                self._hinted_bytes -= len(job[0].payload)
+                picked.append(job)
+            if not hints:
+                del self._hints[endpoint_id]
+            if len(picked) >= room:
+                break
+        return picked
 
     # -- capacity ------------------------------------------------------------------------------------
 
@@ -167,13 +218,20 @@ class Deliverer:
         if not task.cancelled() and task.exception() is not None:
             log.error("webhooks.delivery_crashed", error=repr(task.exception()))
         self._start_ready()
-        if len(self._queued.get(endpoint_id, ())) < self.config.per_endpoint and (
-            self._backlog or time.monotonic() >= self._quiet_until
-        ):
+        if len(self._queued.get(endpoint_id, ())) < self.config.per_endpoint:
             # Its queue runs low: claim more while the ones in flight finish. After a claim that found nothing,
             # not at every finished request (each claim is a query): new work wakes the loop itself (a fan-out,
-            # a retry by hand), and what a full endpoint kept out of that claim is looked for again shortly.
-            self._wake.set()
+            # a retry by hand), and what a full endpoint kept out of that claim is looked for once that quiet
+            # window ends (if the last request finishes within it, nothing else would look before the poll).
+            quiet = self._quiet_until - time.monotonic()
+            if self._backlog or self._hints or quiet <= 0:
+                self._wake.set()
+            elif self._quiet_wake is None:
+                self._quiet_wake = asyncio.get_running_loop().call_later(quiet, self._end_quiet)
+
+    def _end_quiet(self) -> None:
+        self._quiet_wake = None
+        self._wake.set()
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -235,6 +293,10 @@ class Deliverer:
             self._session = None
 
     async def _finish(self, flusher: asyncio.Task[None]) -> None:
+        self._forget_hints()
+        if self._quiet_wake is not None:
+            self._quiet_wake.cancel()
+            self._quiet_wake = None
         for queue in self._queued.values():  # held but not started: handed back, due now for whoever claims them
             for delivery, target in queue:
                 self.ledger.record(Result(delivery, target, None))
@@ -271,7 +333,12 @@ class Deliverer:
             return 0
         self._claiming = room  # the fan-out, meanwhile, must not count on this room too
         try:
-            jobs = await self.unscoped_claim(room)
+            jobs: list[Job] = []
+            if self._hints and time.monotonic() < self._full_claim_at:
+                jobs = await self.unscoped_lease_hinted(room)
+            if not jobs:
+                self._full_claim_at = time.monotonic() + self.config.poll_interval
+                jobs = await self.unscoped_claim(room)
         finally:
             self._claiming = 0
         self._backlog = bool(jobs)
@@ -315,10 +382,7 @@ class Deliverer:
             lease = update(Delivery.__table__).where(_DELIVERY.id.in_(ids))  # type: ignore[arg-type]
             lease = lease.values(locked_by=self.node_id, locked_until=now + self.config.lease)
             rows = (await connection.execute(lease.returning(*_CLAIMED_COLUMNS))).all()
-            wanted = {r.endpoint_id for r in rows if self.targets.get(r.endpoint_id) is None}
-            if wanted:
-                for endpoint in await tx.scalars(select(Endpoint).where(Endpoint.id.in_(wanted))):
-                    self.targets.put(endpoint, now)
+            await self._refresh_targets(tx, {r.endpoint_id for r in rows}, now)
         jobs = []
         for r in rows:
             target = self.targets.get(r.endpoint_id)
@@ -336,6 +400,53 @@ class Deliverer:
                 )
                 jobs.append((claimed, target))
         return jobs
+
+    async def unscoped_lease_hinted(self, limit: int) -> list[Job]:
+        """Lease up to ``limit`` hinted deliveries by id: those still due, unleased and of an enabled endpoint
+        (another process may have claimed some meanwhile, or their endpoint been disabled: those are dropped).
+        Crosses organizations, hence unscoped."""
+        hinted = self._pick_hints(limit)
+        if not hinted:
+            return []
+        now, lease_ends = utcnow(), time.monotonic() + self.config.lease.total_seconds()
+        by_id = {job[0].id: job for job in hinted}
+        enabled = select(Endpoint.id).where(Endpoint.is_enabled.is_(True))
+        lease = (
+            update(Delivery.__table__)  # type: ignore[arg-type]
+            .where(
+                _DELIVERY.id.in_(sorted(by_id)),  # one order for every process: no deadlock between two leases
+                _DELIVERY.status == PENDING,
+                _DELIVERY.next_attempt_at <= now,
+                or_(_DELIVERY.locked_until.is_(None), _DELIVERY.locked_until < now),
+                _DELIVERY.endpoint_id.in_(enabled.scalar_subquery()),
+            )
+            .values(locked_by=self.node_id, locked_until=now + self.config.lease)
+            .returning(_DELIVERY.id, _DELIVERY.endpoint_id, _DELIVERY.attempt_count, _DELIVERY.next_attempt_at)
+        )
+        async with self.db.transaction() as tx:
+            await scope.unscoped(tx)
+            connection = await tx.connection()
+            rows = (await connection.execute(lease)).all()
+            await self._refresh_targets(tx, {r.endpoint_id for r in rows}, now)
+        jobs = []
+        for r in rows:
+            target = self.targets.get(r.endpoint_id)
+            if target is not None:  # (an endpoint deleted meanwhile: its lease runs out with it)
+                delivery = by_id[r.id][0]
+                delivery.attempt_count, delivery.due_at, delivery.lease_ends = (
+                    r.attempt_count,
+                    r.next_attempt_at,
+                    lease_ends,
+                )
+                jobs.append((delivery, target))
+        return jobs
+
+    async def _refresh_targets(self, tx: AsyncSession, endpoint_ids: set[uuid.UUID], now: datetime) -> None:
+        """Read the endpoints among ``endpoint_ids`` whose settings were read too long ago."""
+        wanted = {e for e in endpoint_ids if self.targets.get(e) is None}
+        if wanted:
+            for endpoint in await tx.scalars(select(Endpoint).where(Endpoint.id.in_(wanted))):
+                self.targets.put(endpoint, now)
 
     def _within_room(self, candidates: Sequence[Any]) -> list[uuid.UUID]:
         taken: dict[uuid.UUID, int] = {}

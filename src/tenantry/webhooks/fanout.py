@@ -7,7 +7,8 @@ The body is fixed here, once, so every attempt of a delivery sends (and signs) t
 
 When this process delivers too, the deliveries it has room for are leased to it here, in the same
 transaction, and handed to its deliverer after the commit (``HANDED``): the first attempt needs no
-claim, which is most of a webhook's latency and of its database work.
+claim, which is most of a webhook's latency and of its database work. Those it has no room for are
+written unleased, for any process to claim, and left with it as hints (``HINTED``) to lease by id.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 CONSUMER = "webhooks"
 WOKEN = "webhooks"  # session.info mark: deliveries were written or made due, wake the deliverer after commit
 HANDED = "webhooks.handed"  # session.info: the jobs leased to this process, for its deliverer after commit
+HINTED = "webhooks.hinted"  # session.info: the jobs written unleased, for its deliverer to lease by id later
 _TABLE = Delivery.__table__
 _COLUMNS = (
     "id", "org_id", "endpoint_id", "event_id", "event_type", "payload", "status", "attempt_count",
@@ -72,6 +75,41 @@ class _Route:
     target: Target | None = None
 
 
+@dataclass
+class _Plan:
+    """What one fan-out writes (``rows``, in ``_COLUMNS`` order) and what it leaves with this process's
+    deliverer: leased to it (``handed``) while an endpoint has room, then unleased (``hinted``)."""
+
+    deliverer: Deliverer | None
+    now: datetime
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    handed: list[Job] = field(default_factory=list)
+    hinted: list[Job] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        deliverer = self.deliverer
+        self.hint_room = deliverer.hint_room() if deliverer is not None else 0
+        self.lease = (deliverer.node_id, self.now + deliverer.config.lease) if deliverer is not None else _NOT_LEASED
+        self.lease_ends = time.monotonic() + deliverer.config.lease.total_seconds() if deliverer is not None else 0.0
+
+    def add(self, route: _Route, event: Event, payload: str) -> None:
+        deliverer, now, delivery_id = self.deliverer, self.now, new_id()
+        held = deliverer is not None and route.room > 0
+        row = (delivery_id, event.org_id, route.id, event.event_id, event.type, payload, PENDING, 0, False, now, now)
+        self.rows.append((*row, *(self.lease if held else _NOT_LEASED)))
+        if deliverer is None or not (held or len(self.hinted) < self.hint_room):
+            return
+        route.target = route.target or deliverer.targets.put(route.endpoint, now)
+        if held:
+            route.room -= 1
+        # A hinted one has no lease yet: it is taken later, by id, if nobody else has taken it first.
+        lease_ends = self.lease_ends if held else 0.0
+        claimed = Claimed(
+            delivery_id, route.endpoint.org_id, route.id, event.event_id, payload.encode(), 0, False, now, lease_ends
+        )
+        (self.handed if held else self.hinted).append((claimed, route.target))
+
+
 async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliverer: Deliverer | None = None) -> None:
     """Outbox consumer: one pending delivery per (event, matching enabled endpoint of its organization),
     leased to ``deliverer`` while it has room. A batch spans organizations, so it reads and writes unscoped."""
@@ -84,39 +122,27 @@ async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliver
     for endpoint in (await tx.scalars(query)).all():
         room = deliverer.room(endpoint.id) if deliverer is not None else 0
         routes.setdefault(endpoint.org_id, []).append(_Route(endpoint, endpoint.id, room))
-    now = utcnow()
-    lease_until = now + deliverer.config.lease if deliverer is not None else None
-    lease_ends = time.monotonic() + deliverer.config.lease.total_seconds() if deliverer is not None else 0.0
-    rows: list[tuple[Any, ...]] = []
-    handed: list[Job] = []
-    lease = (deliverer.node_id if deliverer is not None else None, lease_until)  # (locked_by, locked_until)
+    plan = _Plan(deliverer, utcnow())
     for event in events:
-        org_id = event.org_id
-        wanting = [r for r in routes.get(org_id, ()) if _wants(r.endpoint, event)] if org_id else []
-        if not wanting:
-            continue
-        assert org_id is not None
-        payload, event_id, event_type = body(event), event.event_id, event.type
-        for route in wanting:
-            delivery_id = new_id()
-            held = deliverer is not None and route.room > 0
-            row = (delivery_id, org_id, route.id, event_id, event_type, payload, PENDING, 0, False, now, now)
-            rows.append((*row, *(lease if held else _NOT_LEASED)))
-            if held and deliverer is not None:
-                route.room -= 1
-                route.target = route.target or deliverer.targets.put(route.endpoint, now)
-                claimed = Claimed(delivery_id, org_id, route.id, event_id, payload.encode(), 0, False, now, lease_ends)
-                handed.append((claimed, route.target))
-    if not rows:
+        wanting = [r for r in routes.get(event.org_id, ()) if _wants(r.endpoint, event)] if event.org_id else []
+        if wanting:
+            payload = body(event)
+            for route in wanting:
+                plan.add(route, event, payload)
+    if not plan.rows:
         return
-    written = await _INSERT.run(tx, rows)
-    if written != len(rows) or len(handed) < len(rows):  # some are for whoever claims them: wake the claimers
+    written = await _INSERT.run(tx, plan.rows)
+    handed, hinted = plan.handed, plan.hinted
+    if written != len(plan.rows) or len(handed) < len(plan.rows):  # some are for whoever claims them: wake the claimers
         tx.info[WOKEN] = True
-    if handed and written != len(rows):
+    if (handed or hinted) and written != len(plan.rows):
         # Some were made already by an earlier fan-out of the same event (or the driver does not count):
         # those this one did not make are someone else's to send.
-        ids = [job[0].id for job in handed]
+        ids = [job[0].id for job in (*handed, *hinted)]
         made = set((await tx.scalars(select(Delivery.id).where(Delivery.id.in_(ids)))).all())
         handed = [job for job in handed if job[0].id in made]
+        hinted = [job for job in hinted if job[0].id in made]
     if handed:
         tx.info.setdefault(HANDED, []).extend(handed)
+    if hinted:
+        tx.info.setdefault(HINTED, []).extend(hinted)
