@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import threading
 import time
@@ -11,6 +12,27 @@ import uuid
 _RAND_BITS = 74
 _last = (0, 0)  # (milliseconds, random part) of the id made last in this process
 _lock = threading.Lock()
+# Random bytes from the OS, fetched 4 KiB at a time rather than by a system call per id; each used once.
+_pool = b""
+_used = 0
+
+
+def _random(nbytes: int) -> int:
+    """A random number of ``nbytes`` bytes, from the pool (call with ``_lock`` held)."""
+    global _pool, _used
+    if _used + nbytes > len(_pool):
+        _pool, _used = os.urandom(4096), 0
+    value = int.from_bytes(_pool[_used : _used + nbytes], "big")
+    _used += nbytes
+    return value
+
+
+def _forget_pool() -> None:
+    global _pool, _used
+    _pool, _used = b"", 0  # a forked child must not draw the bytes its parent draws too
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def new_id() -> uuid.UUID:
@@ -25,11 +47,11 @@ def new_id() -> uuid.UUID:
     with _lock:
         last_ms, last_rand = _last
         if ms <= last_ms:
-            ms, rand = last_ms, last_rand + 1 + secrets.randbelow(1 << 32)
+            ms, rand = last_ms, last_rand + 1 + _random(4)
             if rand >> _RAND_BITS:  # the millisecond's room is used up: borrow the next one
-                ms, rand = ms + 1, int.from_bytes(secrets.token_bytes(10), "big") >> 6
+                ms, rand = ms + 1, _random(10) >> 6
         else:
-            rand = int.from_bytes(secrets.token_bytes(10), "big") >> 6
+            rand = _random(10) >> 6
         _last = (ms, rand)
     value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     return uuid.UUID(int=value)

@@ -209,6 +209,10 @@ class Dispatcher:
 
     def _track(self, consumer: _Consumer, events: Sequence[Event]) -> None:
         assert consumer.high is not None
+        first, last = events[0].id, events[-1].id
+        if not consumer.gaps and first == consumer.high + 1 and last - first + 1 == len(events):
+            consumer.high = last  # the usual case: the ids that follow, without a hole (none opened, none closed)
+            return
         deadline = time.monotonic() + self.gap_timeout
         previous = consumer.high
         for event in events:

@@ -57,14 +57,6 @@ def body(event: Event) -> str:
     ).decode()
 
 
-def _wants(endpoint: Endpoint, event: Event) -> bool:
-    if event.occurred_at < endpoint.created_at:  # an endpoint hears what happens from its creation on
-        return False
-    if event.type == WEBHOOK_TEST:  # a test goes to the endpoint it names, and only there
-        return str(endpoint.id) == event.data.get("endpoint_id")
-    return endpoint.event_types is None or event.type in endpoint.event_types
-
-
 @dataclass
 class _Route:
     """An endpoint during one batch: read once, and how many more this process takes for it."""
@@ -73,6 +65,18 @@ class _Route:
     id: uuid.UUID
     room: int
     target: Target | None = None
+
+    def __post_init__(self) -> None:
+        self.name = str(self.id)  # as events name it
+
+
+def _wants(route: _Route, event: Event) -> bool:
+    endpoint = route.endpoint
+    if event.occurred_at < endpoint.created_at:  # an endpoint hears what happens from its creation on
+        return False
+    if event.type == WEBHOOK_TEST:  # a test goes to the endpoint it names, and only there
+        return route.name == event.data.get("endpoint_id")
+    return endpoint.event_types is None or event.type in endpoint.event_types
 
 
 @dataclass
@@ -124,7 +128,7 @@ async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliver
         routes.setdefault(endpoint.org_id, []).append(_Route(endpoint, endpoint.id, room))
     plan = _Plan(deliverer, utcnow())
     for event in events:
-        wanting = [r for r in routes.get(event.org_id, ()) if _wants(r.endpoint, event)] if event.org_id else []
+        wanting = [r for r in routes.get(event.org_id, ()) if _wants(r, event)] if event.org_id else []
         if wanting:
             payload = body(event)
             for route in wanting:
