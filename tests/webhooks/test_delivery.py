@@ -271,6 +271,33 @@ async def test_an_endpoint_that_only_fails_for_long_enough_is_disabled_with_an_e
     assert watcher["id"] != dying["id"]
 
 
+async def test_an_endpoint_that_answers_well_again_is_no_longer_failing(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """So that five days of failures are counted from the last failure after a success, not from the first."""
+    org = await create_org(client)
+    flaky = await add_endpoint(
+        client, org, receiver.route("/flaky", in_turn(answer(500), answer(204))), event_types=TESTS
+    )
+
+    async def failing_since() -> Any:
+        async with platform.db.read() as session:
+            await scope.to_org(session, uuid.UUID(org.id))
+            return await session.scalar(select(Endpoint.failing_since).where(Endpoint.id == uuid.UUID(flaky["id"])))
+
+    await client.post(org.path(f"/webhooks/{flaky['id']}/test"), headers=org.owner.headers)
+    await deliveries_when(client, org, flaky, lambda found: found and found[0]["attempts"], "the first attempt")
+    for _ in range(100):  # (the attempt is logged with its endpoint's state, in one transaction)
+        if await failing_since() is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert await failing_since() is not None
+
+    await settled(client, org, flaky, 1)  # the retry, half a second later, succeeds
+
+    assert await failing_since() is None
+
+
 async def test_a_disabled_endpoint_keeps_its_pending_retries_and_hears_nothing_new(
     client: httpx.AsyncClient, receiver: Receiver, platform: Platform
 ) -> None:

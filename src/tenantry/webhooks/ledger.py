@@ -51,6 +51,15 @@ _SETTLE = Bulk(
     ),
     ("b_id", "b_owner", "b_status", "b_count", "b_next", "b_finished"),
 )
+# An endpoint that answered well is no longer failing: one statement for every such endpoint of a batch (it
+# changes nothing, the usual case, unless the endpoint had been failing).
+_ENDPOINT = Endpoint.__table__.c
+_RECOVERED = Bulk(
+    update(Endpoint.__table__)  # type: ignore[arg-type]
+    .where(_ENDPOINT.id == bindparam("b_id"), _ENDPOINT.failing_since.is_not(None))
+    .values(failing_since=None),
+    ("b_id",),
+)
 _LOG = Bulk(
     insert(Attempt.__table__),  # type: ignore[arg-type]
     ("id", "org_id", "delivery_id", "at", "response_status", "duration_ms", "error", "response_body"),
@@ -142,28 +151,29 @@ class Ledger:
     async def _update_endpoints(self, tx: AsyncSession, results: list[Result], now: datetime) -> None:
         """Endpoints that answered well are no longer failing; those that only fail start (or go on) failing,
         and are disabled after ``disable_after`` of that, or at once on 410 Gone. One statement per endpoint
-        per batch, whatever the number of its results."""
+        per batch, whatever the number of its results; one for all that answered well."""
         latest: dict[uuid.UUID, Result] = {}
         for result in results:
             if result.outcome is not None:
                 latest[result.target.id] = result
+        recovered = []
         for endpoint_id, result in latest.items():
             assert result.outcome is not None
             target = result.target
             if result.outcome.succeeded:
-                condition = Endpoint.failing_since.is_not(None)
-                values: dict[str, Any] = {"failing_since": None}
+                recovered.append((endpoint_id,))
+                if target.failing_since is not None:  # as read, it was failing: read it afresh
+                    self.targets.forget(endpoint_id)
             elif result.outcome.status == 410:
                 await self._disable(tx, target, reason="gone", failing_since=target.failing_since)
-                continue
             elif target.failing_since is not None and now - target.failing_since >= self.config.disable_after:
                 await self._disable(tx, target, reason="failing", failing_since=target.failing_since)
-                continue
             else:
-                condition, values = Endpoint.failing_since.is_(None), {"failing_since": now}
-            changed = await tx.execute(update(Endpoint).where(Endpoint.id == endpoint_id, condition).values(**values))
-            if changed.rowcount:  # type: ignore[attr-defined]
-                self.targets.forget(endpoint_id)  # read it afresh: its failing_since moved
+                failing = update(Endpoint).where(Endpoint.id == endpoint_id, Endpoint.failing_since.is_(None))
+                changed = await tx.execute(failing.values(failing_since=now))
+                if changed.rowcount:  # type: ignore[attr-defined]
+                    self.targets.forget(endpoint_id)  # read it afresh: its failing_since moved
+        await _RECOVERED.run(tx, recovered)
 
     async def _disable(self, tx: AsyncSession, target: Target, *, reason: str, failing_since: datetime | None) -> None:
         self.targets.forget(target.id)
