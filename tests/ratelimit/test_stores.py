@@ -7,16 +7,14 @@ import uuid
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from tenantry.ratelimit.batching import Call, RedisBatcher
 from tenantry.ratelimit.gcra import Rate
 from tenantry.ratelimit.limiter import Limiter, LimiterUnavailable
 from tenantry.ratelimit.store import LimiterStore, MemoryStore, RedisStore
 from tenantry.ratelimit.throttle import FailureThrottle
-from tests.conftest import REDIS_URL, free_port
+from tests.conftest import REDIS_URL
 
 RATE = Rate(limit=5, period=10, burst=3)  # 3 at once, then one per 2 s
 
@@ -114,72 +112,3 @@ async def test_an_error_reply_fails_only_its_own_call_in_a_batch(redis: Redis) -
 
     assert [replies[0], replies[2]] == [b"one", b"two"]
     assert isinstance(replies[1], ResponseError)
-
-
-async def test_a_batch_sent_while_an_earlier_one_waits_is_answered_in_its_turn(redis: Redis) -> None:
-    batcher = RedisBatcher(redis)
-    key = f"tenantry:test:{uuid.uuid4().hex}"
-    try:
-        waiting = batcher.call(Call.command("BLPOP", key), "5")  # holds the connection until something is pushed
-        await asyncio.sleep(0.05)
-        later = [batcher.call(Call.command("PING"), "later"), batcher.call(Call.command("INCR"), key + ":n")]
-        await asyncio.sleep(0.05)
-        assert not any(call.done() for call in [waiting, *later])  # sent behind it, on the same connection
-        await redis.rpush(key, "pushed")
-        replies = await asyncio.gather(waiting, *later)
-    finally:
-        await batcher.close()
-        await redis.delete(key + ":n")
-
-    assert replies == [[key.encode(), b"pushed"], b"later", 1]
-
-
-async def test_calls_waiting_on_a_dropped_connection_fail_and_the_next_call_connects_again(redis: Redis) -> None:
-    batcher = RedisBatcher(redis)
-    key = f"tenantry:test:{uuid.uuid4().hex}"
-    try:
-        client_id = await batcher.call(Call.command("CLIENT"), "ID")
-        waiting = batcher.call(Call.command("BLPOP", key), "5")
-        await asyncio.sleep(0.05)
-        await redis.client_kill_filter(_id=client_id)
-        with pytest.raises(RedisConnectionError):
-            await waiting
-        again = await batcher.call(Call.command("PING"), "again")
-        new_id = await batcher.call(Call.command("CLIENT"), "ID")
-    finally:
-        await batcher.close()
-
-    assert again == b"again"
-    assert new_id != client_id
-
-
-async def test_calls_left_unanswered_past_the_socket_timeout_fail_and_the_next_call_connects_again() -> None:
-    redis = Redis.from_url(REDIS_URL, socket_timeout=0.2)
-    batcher = RedisBatcher(redis)
-    key = f"tenantry:test:{uuid.uuid4().hex}"
-    try:
-        client_id = await batcher.call(Call.command("CLIENT"), "ID")
-        with pytest.raises(RedisTimeoutError):
-            await batcher.call(Call.command("BLPOP", key), "0")  # never answered: nothing is pushed
-        again = await batcher.call(Call.command("PING"), "again")
-        new_id = await batcher.call(Call.command("CLIENT"), "ID")
-    finally:
-        await batcher.close()
-        await redis.aclose()
-
-    assert again == b"again"
-    assert new_id != client_id
-
-
-async def test_calls_to_a_redis_that_cannot_be_reached_fail_with_a_redis_error() -> None:
-    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
-    batcher = RedisBatcher(unreachable)
-    try:
-        replies = await asyncio.gather(
-            *(batcher.call(Call.command("PING"), str(n)) for n in range(3)), return_exceptions=True
-        )
-    finally:
-        await batcher.close()
-        await unreachable.aclose()
-
-    assert all(isinstance(reply, RedisError) for reply in replies)
