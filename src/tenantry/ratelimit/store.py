@@ -104,23 +104,32 @@ class RedisStore:
         # With a batcher, the checks of requests arriving together share one round trip, and a check of a
         # rate seen before is packed but for its key.
         self.batcher = batcher
-        self._calls: dict[tuple[Rate, int, bool], Call] = {}
+        # Keyed by what the packed call holds: a tuple of floats hashes in C, a Rate (a frozen dataclass) by a
+        # Python __hash__ on every check.
+        self._calls: dict[tuple[float, float, int, bool], Call] = {}
 
     async def hit(self, key: str, rate: Rate, *, cost: int = 1, peek: bool = False) -> Decision:
-        args = [rate.emission_interval, rate.tolerance, cost, "1" if peek else "0"]
         try:
             if self.batcher is not None:
-                call = self._calls.get((rate, cost, peek)) or self._call(rate, cost, peek, args)
+                call = self._calls.get((rate.emission_interval, rate.tolerance, cost, peek)) or self._call(
+                    rate, cost, peek
+                )
                 reply = await self.batcher.call(call, self.prefix + key)
             else:
-                reply = await self.script(keys=[self.prefix + key], args=args)
+                reply = await self.script(keys=[self.prefix + key], args=_args(rate, cost, peek))
             allowed, remaining, retry_after, reset_after = reply
         except RedisError as exc:
             raise StoreUnavailable(repr(exc)) from exc
         return Decision(allowed == 1, remaining, float(retry_after), float(reset_after))
 
-    def _call(self, rate: Rate, cost: int, peek: bool, args: Sequence[object]) -> Call:
+    def _call(self, rate: Rate, cost: int, peek: bool) -> Call:
         if len(self._calls) >= 1024:  # rates made per webhook endpoint, say: keep a bounded few
             self._calls.clear()
-        call = self._calls[rate, cost, peek] = Call.evalsha(self.script, 1, (), args)
+        call = Call.evalsha(self.script, 1, (), _args(rate, cost, peek))
+        self._calls[rate.emission_interval, rate.tolerance, cost, peek] = call
         return call
+
+
+def _args(rate: Rate, cost: int, peek: bool) -> list[float | int | str]:
+    """The GCRA script's arguments after its key."""
+    return [rate.emission_interval, rate.tolerance, cost, "1" if peek else "0"]
