@@ -200,8 +200,8 @@ class Dispatcher:
             condition = or_(condition, OutboxEvent.id.in_(list(consumer.gaps)))
         table = OutboxEvent.__table__
         query = select(table).where(condition).order_by(OutboxEvent.id).limit(self.batch_size)
-        # On the session's connection: plain rows, without the ORM's result machinery (every event of a
-        # batch is read by every consumer, and only read).
+        # On the session's connection: plain rows, without the ORM's result machinery (events are only read,
+        # by every consumer).
         connection = await session.connection()
         events = cast(Sequence[Event], (await connection.execute(query)).all())
         self._read = (asked, events)
