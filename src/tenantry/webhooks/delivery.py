@@ -433,11 +433,9 @@ class Deliverer:
             target = self.targets.get(r.endpoint_id)
             if target is not None:  # (an endpoint deleted meanwhile: its lease runs out with it)
                 delivery = by_id[r.id][0]
-                delivery.attempt_count, delivery.due_at, delivery.lease_ends = (
-                    r.attempt_count,
-                    r.next_attempt_at,
-                    lease_ends,
-                )
+                delivery.attempt_count = r.attempt_count  # (attempted and due again since it was written?)
+                delivery.due_at = r.next_attempt_at
+                delivery.lease_ends = lease_ends
                 jobs.append((delivery, target))
         return jobs
 
