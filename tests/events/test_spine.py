@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,7 @@ from tenantry.events.outbox import emit
 from tenantry.platform import Platform
 from tenantry.tenancy.models import AuditEntry
 from tests.factories.identity import signed_in
+from tests.statements import recorded
 
 EVENT = "user.updated"
 
@@ -83,14 +84,11 @@ async def test_the_dispatcher_hands_every_event_over_in_order(db: Database) -> N
     assert recorder.seen == list(range(20))
 
 
+def _batch_read(statement: str, _parameters: Any) -> bool:
+    return "FROM events_outbox" in statement and "ORDER BY" in statement
+
+
 async def test_consumers_at_the_same_place_share_one_read_and_one_behind_reads_its_own(db: Database) -> None:
-    reads: list[str] = []
-
-    def count_reads(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "FROM events_outbox" in statement and "ORDER BY" in statement:
-            reads.append(statement)
-
-    event.listen(db.writer.sync_engine, "before_cursor_execute", count_reads)
     first, second = Recorder(), Recorder()
     dispatcher = Dispatcher(db, node_id="test", batch_size=7)
     dispatcher.register("first", first)
@@ -99,7 +97,8 @@ async def test_consumers_at_the_same_place_share_one_read_and_one_behind_reads_i
         for n in range(20):
             await emit(tx, EVENT, data={"n": n})
 
-    await dispatcher.drain()
+    with recorded([db.writer], _batch_read) as reads:
+        await dispatcher.drain()
 
     assert first.seen == second.seen == list(range(20))
     assert len(reads) == 3  # batches of 7, 7 and 6, each read once for both (without sharing: 6)
@@ -108,8 +107,8 @@ async def test_consumers_at_the_same_place_share_one_read_and_one_behind_reads_i
     dispatcher.register("late", late)
     async with db.transaction() as tx:
         await emit(tx, EVENT, data={"n": 20})
-    reads.clear()
-    await dispatcher.drain()
+    with recorded([db.writer], _batch_read) as reads:
+        await dispatcher.drain()
 
     assert first.seen == second.seen == list(range(21))
     assert late.seen == list(range(21))

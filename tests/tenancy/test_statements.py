@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
-from sqlalchemy import event
 
 from tenantry.platform import Platform
 from tests.factories.tenancy import Org, add_member, create_org
+from tests.statements import recorded
 
 
-@contextmanager
-def counting(platform: Platform) -> Iterator[list[str]]:
-    seen: list[str] = []
+def _asked_by_a_request(statement: str, parameters: Any) -> bool:
+    # Only what a request asks of the tenancy and user tables: the background loops (the outbox dispatcher,
+    # the job runner, the batched session touch, the webhook deliverer, whose transactions cross
+    # organizations: 'tenantry.unscoped') poll on their own schedule.
+    if "set_config" in statement and "tenantry.unscoped" in str(parameters):
+        return False
+    return "tenancy_" in statement or "identity_user" in statement or "set_config" in statement
 
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        # Only what a request asks of the tenancy and user tables: the background loops (the outbox
-        # dispatcher, the job runner, the batched session touch, the webhook deliverer, whose
-        # transactions cross organizations: 'tenantry.unscoped') poll on their own schedule.
-        if "set_config" in statement and "tenantry.unscoped" in str(parameters):
-            return
-        if "tenancy_" in statement or "identity_user" in statement or "set_config" in statement:
-            seen.append(statement)
 
-    engines = {platform.db.writer.sync_engine, platform.db.reader.sync_engine}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
+def counting(platform: Platform) -> AbstractContextManager[list[str]]:
+    return recorded({platform.db.writer, platform.db.reader}, _asked_by_a_request)
 
 
 async def _statements_for_members(client: httpx.AsyncClient, platform: Platform, org: Org) -> list[str]:

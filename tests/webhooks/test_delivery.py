@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from tenantry.core.clock import utcnow
 from tenantry.db import scope
@@ -33,6 +33,7 @@ from tenantry.webhooks.delivery import Deliverer
 from tenantry.webhooks.models import Delivery, Endpoint
 from tenantry.webhooks.work import Claimed, Target
 from tests.factories.tenancy import Org, create_org, create_team
+from tests.statements import recorded
 from tests.webhooks.receiver import Receiver, answer, in_turn
 
 TESTS = ["webhook.test"]  # an endpoint that hears only the test events sent to it (not other endpoints' changes)
@@ -504,14 +505,15 @@ async def test_a_page_of_deliveries_shows_the_start_of_each_answer_and_one_deliv
     assert elsewhere.status_code == 404
 
 
+def _leases_by_id(statement: str, _parameters: Any) -> bool:
+    return statement.startswith("UPDATE webhooks_delivery") and "is_enabled" in statement
+
+
 async def test_a_backlog_is_leased_by_id_and_what_another_process_took_meanwhile_is_not_sent_twice(
     client: httpx.AsyncClient, receiver: Receiver, platform: Platform
 ) -> None:
     """Deliveries the fan-out had no room for are written unleased and remembered; they are leased later by
     id, as slots free up. One that another process claimed in the meantime is left to it."""
-    statements: list[str] = []
-    listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
-    event.listen(platform.db.writer.sync_engine, "before_cursor_execute", listener)
     deliverer = platform.deliverer
     deliverer.config = dataclasses.replace(deliverer.config, per_endpoint=1, poll_interval=3600.0)
     org = await create_org(client)
@@ -536,12 +538,11 @@ async def test_a_backlog_is_leased_by_id_and_what_another_process_took_meanwhile
         taking = update(Delivery).where(Delivery.id.in_([r.id for r in taken]))
         await tx.execute(taking.values(locked_by="b", locked_until=until))
 
-    hold.release()
-
-    await receiver.wait_for(lambda: len(receiver.ids("/held")) == 7, what="all but the three taken")
-    await asyncio.sleep(0.3)
+    with recorded([platform.db.writer], _leases_by_id) as leases_by_id:
+        hold.release()
+        await receiver.wait_for(lambda: len(receiver.ids("/held")) == 7, what="all but the three taken")
+        await asyncio.sleep(0.3)
     sent = receiver.ids("/held")
     assert len(sent) == 7
     assert not {str(r.event_id) for r in taken} & set(sent)
-    leased_by_id = [s for s in statements if s.startswith("UPDATE webhooks_delivery") and "is_enabled" in s]
-    assert leased_by_id, "the backlog was not leased by id"
+    assert leases_by_id, "the backlog was not leased by id"
