@@ -1,4 +1,7 @@
-"""``python -m bench``: run the identity benchmarks, print a table of figures and ratios, save JSON.
+"""``python -m bench``: run the benchmarks, print a table of figures and ratios, save JSON.
+
+Each benchmark writes its own ``bench/results/<name>.json``, so running one (``--only limits``) leaves
+the other benchmarks' last figures where they were.
 
 Exits 0 whatever the figures are (a benchmark never fails on a time); 1 if a benchmark could not
 run to the end (a server did not start, a request failed), 2 if wrk is missing and cannot be installed.
@@ -24,7 +27,11 @@ from bench.webhooks import bench_webhooks
 
 BENCHMARKS = {**IDENTITY, "members": bench_members, "limits": bench_limits, "webhooks": bench_webhooks}
 
-RESULTS = Path(__file__).resolve().parent / "results" / "identity.json"
+RESULTS = Path(__file__).resolve().parent / "results"
+NOTES = {
+    "me": "GET /v1/me, GET /healthz and GET /users/me: {pinning}.",
+    "login": "POST /v1/auth/login storm: server not pinned, its 2 argon2 threads need both cores.",
+}
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -52,24 +59,25 @@ def main(argv: list[str] | None = None) -> int:
     except wrk.WrkMissingError as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
-    report = Report(suite="identity", duration=arguments.duration, machine=machine.describe())
     pinning = Pinning.detect()
     names = [arguments.only] if arguments.only else list(BENCHMARKS)
-    if "me" in names:
-        report.notes.append(f"GET /v1/me, GET /healthz and GET /users/me: {pinning.description}.")
+    about = machine.describe()
+    failed = False
     with tempfile.TemporaryDirectory(prefix="tenantry-bench-") as workdir:
-        run = Run(arguments.duration, wrk_path, pinning, Path(workdir), report, console)
         for name in names:
+            report = Report(suite=name, duration=arguments.duration, machine=about)
             try:
-                BENCHMARKS[name](run)
+                BENCHMARKS[name](Run(arguments.duration, wrk_path, pinning, Path(workdir), report, console))
             except Exception as exc:  # report and go on with the next benchmark
                 report.errors[name] = f"{type(exc).__name__}: {exc}"
-    if "login" in names:
-        report.notes.append("POST /v1/auth/login storm: server not pinned, its 2 argon2 threads need both cores.")
-    report.print(console)
-    report.write(RESULTS)
-    console.print(f"Results written to {RESULTS}", highlight=False)
-    return 1 if report.errors else 0
+            if name in NOTES:
+                report.notes.append(NOTES[name].format(pinning=pinning.description))
+            report.print(console)
+            path = RESULTS / f"{name}.json"
+            report.write(path)
+            console.print(f"Results written to {path}", highlight=False)
+            failed = failed or bool(report.errors)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
