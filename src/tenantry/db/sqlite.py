@@ -1,0 +1,99 @@
+"""SQLite through aiosqlite in one trip to its thread per statement.
+
+aiosqlite runs each SQLite connection on a thread of its own; every call crosses to that thread and
+back (a queue, a future, a wake-up of the event loop), which costs tens of microseconds of the event
+loop's time, far more than SQLite's own work for the statements of a request. SQLAlchemy's aiosqlite
+adapter makes four such trips per statement: open a cursor, execute, fetch the rows, close the cursor.
+This adapter does the four in one function sent to the connection's thread, so a sign-in's 21 trips
+become 8. Everything else (the connection, its thread, transactions, errors, streaming results) is
+SQLAlchemy's adapter unchanged.
+
+It relies on two internals of aiosqlite (``Connection._execute``, which runs a function on the
+connection's thread, and ``Connection._conn``, the sqlite3 connection there); requirements.lock pins
+the version, and ``tests/db/test_sqlite_driver.py`` fails if they change.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+
+# What one statement leaves behind: its result columns, its rows (when it has columns), lastrowid, rowcount.
+_Outcome = tuple[Any, list[Any] | None, int | None, int]
+
+
+def _execute(connection: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome:
+    """On the connection's thread: the whole statement, from opening a cursor to closing it."""
+    cursor = connection.cursor()
+    try:
+        if parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else None
+        return description, rows, cursor.lastrowid, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def _executemany(connection: sqlite3.Connection, operation: str, parameters: Sequence[Any]) -> _Outcome:
+    cursor = connection.cursor()
+    try:
+        cursor.executemany(operation, parameters)
+        return None, None, cursor.lastrowid, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+class _Cursor(AsyncAdapt_aiosqlite_cursor):
+    __slots__ = ()
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        self._take(_execute, operation, parameters)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        self._take(_executemany, operation, seq_of_parameters)
+
+    def _take(self, function: Any, operation: Any, parameters: Any) -> None:
+        connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        try:
+            running = connection._execute(function, connection._conn, operation, parameters)  # type: ignore[no-untyped-call]
+            outcome: _Outcome = self.await_(running)
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        description, rows, lastrowid, rowcount = outcome
+        self.description = description
+        if description:
+            self._rows = deque(rows or ())
+            self.lastrowid = self.rowcount = -1
+        else:
+            self.lastrowid, self.rowcount = lastrowid, rowcount  # type: ignore[assignment]
+
+
+class _Connection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+
+    def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
+        # A server-side cursor (a streamed result) keeps SQLAlchemy's own: it fetches as it goes.
+        return super().cursor(server_side) if server_side else _Cursor(self)
+
+
+class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The DBAPI module to hand ``create_async_engine(..., module=...)`` for a ``sqlite+aiosqlite`` URL."""
+
+    def __init__(self) -> None:
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> _Connection:
+        adapted = super().connect(*arg, **kw)
+        return _Connection(self, adapted._connection)
