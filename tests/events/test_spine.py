@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.core.clock import utcnow
 from tenantry.db import scope
 from tenantry.db.engine import Database
-from tenantry.events.dispatcher import Dispatcher
+from tenantry.events.dispatcher import Dispatcher, LeaseLost
 from tenantry.events.jobs import JobRunner, enqueue
 from tenantry.events.models import ConsumerCursor, Job, OutboxEvent
 from tenantry.events.outbox import emit
@@ -150,6 +150,34 @@ async def test_only_the_lease_holder_dispatches(db: Database) -> None:
 
     assert theirs.seen == []
     assert mine.seen == [1]
+
+
+async def test_a_process_whose_lease_was_taken_while_it_stalled_commits_nothing_of_its_batch(db: Database) -> None:
+    async def echo(tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
+        for event in events:
+            if "n" in event.data:
+                await emit(tx, EVENT, data={"echo": event.data["n"]})
+
+    holder = Dispatcher(db, node_id="holder")
+    holder.register("echo", echo)
+    await holder.drain()  # holds the lease; renews it only once a third of it has passed
+    # The holder stalls past its lease, and another process takes the consumer over.
+    async with db.transaction() as tx:
+        stale = utcnow() - timedelta(seconds=1)
+        await tx.execute(update(ConsumerCursor).where(ConsumerCursor.name == "echo").values(lease_until=stale))
+    other = Dispatcher(db, node_id="other")
+    other.register("echo", Recorder())
+    await other.drain()
+    async with db.transaction() as tx:
+        await emit(tx, EVENT, data={"n": 1})
+
+    with pytest.raises(LeaseLost):
+        await holder.run_once()  # it handles the event, then finds the consumer is not its own at the save
+
+    assert await _count(db, OutboxEvent) == 1  # its handler's echo was rolled back with the save
+    assert await holder.run_once() is False  # nor does it take the consumer back from the live holder
+    async with db.read() as tx:
+        assert await tx.scalar(select(ConsumerCursor.owner).where(ConsumerCursor.name == "echo")) == "other"
 
 
 async def test_an_event_that_commits_late_is_not_skipped(database_url: str, db: Database) -> None:

@@ -7,7 +7,9 @@ passes (the transaction rolled back). The stored cursor never moves past an open
 restart the consumer re-reads from there, which is why consumers must be idempotent.
 
 Only the process holding a consumer's lease reads for it, so several ``serve`` or ``worker``
-processes may run dispatchers side by side.
+processes may run dispatchers side by side. A lease is renewed when a third of it has passed, not on
+every pass; each pass's cursor update names its owner, so a process whose lease was taken from it
+(it stalled past the lease) commits nothing it handled meanwhile.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from datetime import timedelta
 from typing import cast
 
 import structlog
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from tenantry.core.clock import utcnow
 from tenantry.db.engine import Database
@@ -30,6 +32,9 @@ from tenantry.db.upsert import insert_ignoring_conflicts
 from tenantry.events.models import ConsumerCursor, Event, OutboxEvent
 
 log = structlog.get_logger(__name__)
+
+_CURSORS = cast(Table, ConsumerCursor.__table__)
+_OUTBOX = cast(Table, OutboxEvent.__table__)
 
 Handler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
 
@@ -41,11 +46,23 @@ class _Consumer:
     high: int | None = None  # highest id handed over by this process
     gaps: dict[int, float] = field(default_factory=dict)  # missing id -> give up at (monotonic)
     lease_renew_at: float = 0.0  # monotonic time after which the lease must be renewed
+    saved: int | None = None  # the position stored by this process's last pass
 
     def position(self) -> int:
         """What may be stored as read: never past an open gap."""
         assert self.high is not None
         return min(self.high, min(self.gaps) - 1) if self.gaps else self.high
+
+
+@dataclass
+class _Pass:
+    """What one pass looks up once for all its consumers (passes may overlap: ``drain`` beside ``run``)."""
+
+    # The newest outbox id, once looked up (a tuple, as the id itself may be None).
+    newest: tuple[int | None] | None = None
+    # The batch read last, and what was asked for it: consumers at the same place (the usual case) are handed
+    # the same rows rather than each reading and decoding them again.
+    read: tuple[tuple[int, tuple[int, ...]], Sequence[Event]] | None = None
 
 
 class Dispatcher:
@@ -73,9 +90,6 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._busy_at = 0.0  # monotonic time of the last pass that found events
-        # The batch read last in this pass, and what was asked for it: consumers at the same place (the usual
-        # case) are handed the same rows rather than each reading and decoding them again.
-        self._read: tuple[tuple[int, tuple[int, ...]], Sequence[Event]] | None = None
 
     def register(self, name: str, handler: Handler) -> None:
         """Add a consumer. Its handler runs in the transaction that also advances its cursor."""
@@ -95,13 +109,17 @@ class Dispatcher:
         await self._ensure_cursors()
         while not self._stopping:
             try:
-                busy = await self.run_once()
+                found, full = await self._pass()
+            except LeaseLost as lost:
+                log.warning("dispatcher.lease_lost", detail=str(lost))
+                found = full = False
             except Exception:
                 log.exception("dispatcher.error")
-                busy = False
-            if busy:
+                found = full = False
+            if found:
                 self._busy_at = time.monotonic()
-            elif not self._stopping:
+            # Only a full batch says more is waiting; anything committed since the pass began has set the wake.
+            if not full and not self._stopping:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
                 # arrives just as the event is set, and the task would never stop.
                 with contextlib.suppress(TimeoutError):
@@ -122,61 +140,72 @@ class Dispatcher:
 
     async def run_once(self) -> bool:
         """One pass over the consumers; returns whether any of them found events."""
-        found = False
-        try:
-            for consumer in self._consumers.values():
-                found = await self._step(consumer) or found
-        finally:
-            self._read = None
+        found, _ = await self._pass()
         return found
+
+    async def _pass(self) -> tuple[bool, bool]:
+        """One pass over the consumers: whether any found events, and whether any found a full batch."""
+        found = full = False
+        seen = _Pass()
+        for consumer in self._consumers.values():
+            handed = await self._step(consumer, seen)
+            found, full = found or handed > 0, full or handed >= self.batch_size
+        return found, full
 
     async def _ensure_cursors(self) -> None:
         async with self.db.transaction() as session:
             rows = [{"name": name, "position": 0, "updated_at": utcnow()} for name in self._consumers]
             await insert_ignoring_conflicts(session, ConsumerCursor.__table__, rows)  # type: ignore[arg-type]
 
-    async def _nothing_new(self, consumer: _Consumer) -> bool:
+    async def _nothing_new(self, consumer: _Consumer, seen: _Pass) -> bool:
         """Whether a held lease shows nothing to read, judged on the read pool without the write lock."""
-        if consumer.high is None or consumer.gaps or time.monotonic() >= consumer.lease_renew_at:
+        if consumer.high is None or consumer.gaps or self._lease_due(consumer):
             return False
-        async with self.db.reader.connect() as connection:
-            newest = (await connection.execute(select(func.max(OutboxEvent.id)))).scalar()
+        if seen.newest is None:
+            async with self.db.reader.connect() as connection:
+                seen.newest = ((await connection.execute(select(func.max(_OUTBOX.c.id)))).scalar(),)
+        newest = seen.newest[0]
         return newest is None or newest <= consumer.high
 
-    async def _step(self, consumer: _Consumer) -> bool:
-        if await self._nothing_new(consumer):
-            return False
+    @staticmethod
+    def _lease_due(consumer: _Consumer) -> bool:
+        return consumer.high is None or time.monotonic() >= consumer.lease_renew_at
+
+    async def _step(self, consumer: _Consumer, seen: _Pass) -> int:
+        """Hand ``consumer`` its next batch; how many events it was handed."""
+        if await self._nothing_new(consumer, seen):
+            return 0
         try:
             async with self.db.transaction() as session:
-                position = await self._acquire(session, consumer)
-                if position is None:
-                    return False
-                if consumer.high is None:
-                    consumer.high = position
-                events = await self._fetch(session, consumer)
-                if not events:
-                    await self._save(session, consumer)
-                    return False
-                await consumer.handler(session, events)
-                self._track(consumer, events)
-                await self._save(session, consumer)
+                connection = await session.connection()
+                if self._lease_due(consumer):
+                    position = await self._acquire(connection, consumer)
+                    if position is None:
+                        return 0
+                    if consumer.high is None:
+                        consumer.high = consumer.saved = position
+                events = await self._fetch(connection, consumer, seen)
+                if events:
+                    await consumer.handler(session, events)
+                    self._track(consumer, events)
+                await self._save(connection, consumer)
         except BaseException:
             # Nothing of this pass committed (the save or the commit itself may be what failed): what it
             # tracked in memory must not stand, or the next pass would read past events never handled.
-            consumer.high, consumer.gaps = None, {}
+            consumer.high, consumer.gaps, consumer.saved = None, {}, None
             raise
-        return True
+        return len(events)
 
-    async def _acquire(self, session: AsyncSession, consumer: _Consumer) -> int | None:
+    async def _acquire(self, connection: AsyncConnection, consumer: _Consumer) -> int | None:
         """Take or extend this process's lease; the stored position, or ``None`` if another holds it."""
         now = utcnow()
-        table = ConsumerCursor
-        result = await session.execute(
-            update(table)
-            .where(table.name == consumer.name)
-            .where(or_(table.owner == self.node_id, table.owner.is_(None), table.lease_until < now))
+        columns = _CURSORS.c
+        result = await connection.execute(
+            update(_CURSORS)
+            .where(columns.name == consumer.name)
+            .where(or_(columns.owner == self.node_id, columns.owner.is_(None), columns.lease_until < now))
             .values(owner=self.node_id, lease_until=now + self.lease)
-            .returning(table.position)
+            .returning(columns.position)
         )
         position = result.scalar_one_or_none()
         consumer.lease_renew_at = time.monotonic() + self.lease.total_seconds() / 3
@@ -184,27 +213,26 @@ class Dispatcher:
             consumer.high, consumer.gaps = None, {}  # someone else reads; start afresh if we get it back
         return position
 
-    async def _fetch(self, session: AsyncSession, consumer: _Consumer) -> Sequence[Event]:
+    async def _fetch(self, connection: AsyncConnection, consumer: _Consumer, seen: _Pass) -> Sequence[Event]:
         now = time.monotonic()
         for gap, deadline in list(consumer.gaps.items()):
             if deadline < now:
                 del consumer.gaps[gap]
         assert consumer.high is not None
         asked = (consumer.high, tuple(sorted(consumer.gaps)))
-        if self._read is not None and self._read[0] == asked:
+        if seen.read is not None and seen.read[0] == asked:
             # Read by another consumer in this pass: events are never changed once written, and a row committed
             # since is read at the next pass, as if this consumer had read a moment earlier.
-            return self._read[1]
-        condition = OutboxEvent.id > consumer.high
+            return seen.read[1]
+        ids = _OUTBOX.c.id
+        condition = ids > consumer.high
         if consumer.gaps:
-            condition = or_(condition, OutboxEvent.id.in_(list(consumer.gaps)))
-        table = OutboxEvent.__table__
-        query = select(table).where(condition).order_by(OutboxEvent.id).limit(self.batch_size)
-        # On the session's connection: plain rows, without the ORM's result machinery (events are only read,
-        # by every consumer).
-        connection = await session.connection()
+            condition = or_(condition, ids.in_(list(consumer.gaps)))
+        # Core statements on the session's connection: plain rows, without the ORM's result machinery (events
+        # are only read, by every consumer).
+        query = select(_OUTBOX).where(condition).order_by(ids).limit(self.batch_size)
         events = cast(Sequence[Event], (await connection.execute(query)).all())
-        self._read = (asked, events)
+        seen.read = (asked, events)
         return events
 
     def _track(self, consumer: _Consumer, events: Sequence[Event]) -> None:
@@ -223,9 +251,25 @@ class Dispatcher:
                 previous = event.id
         consumer.high = previous
 
-    async def _save(self, session: AsyncSession, consumer: _Consumer) -> None:
-        await session.execute(
-            update(ConsumerCursor)
-            .where(ConsumerCursor.name == consumer.name)
-            .values(position=consumer.position(), updated_at=utcnow())
+    async def _save(self, connection: AsyncConnection, consumer: _Consumer) -> None:
+        """Store the position, if it moved, as this process's: raises ``LeaseLost`` (and the pass rolls
+        back) if another process holds the consumer now."""
+        position = consumer.position()
+        if position == consumer.saved:
+            return
+        columns = _CURSORS.c
+        result = await connection.execute(
+            update(_CURSORS)
+            .where(columns.name == consumer.name, columns.owner == self.node_id)
+            .values(position=position, updated_at=utcnow())
         )
+        if result.rowcount != 1:
+            raise LeaseLost(consumer.name)
+        consumer.saved = position
+
+
+class LeaseLost(RuntimeError):
+    """Another process took a consumer's lease while this one was handling a batch (it stalled past the lease)."""
+
+    def __init__(self, consumer: str) -> None:
+        super().__init__(f"the lease of consumer {consumer!r} was taken by another process")
