@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The name of every function sent to a connection's thread."""
     sent: list[str] = []
     send = aiosqlite.Connection._execute
@@ -34,28 +34,44 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return await send(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    yield sent
+    return sent
 
 
-async def test_a_read_transaction_is_three_trips_and_a_write_one_per_statement_plus_two(
-    db: Database, trips: list[str]
-) -> None:
+async def test_a_transaction_takes_one_trip_per_statement_and_one_to_end(db: Database, trips: list[str]) -> None:
     async with db.reader.connect() as connection:
         trips.clear()
         assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
-    assert trips == ["_execute", "_execute", "rollback"]  # BEGIN, SELECT, and the pool's reset (4 + 4 + 1 before)
+    assert trips == ["_execute", "rollback"]  # BEGIN with the SELECT, then the pool's reset (4 + 4 + 1 before)
 
     trips.clear()
     async with db.core_transaction() as connection:
         await connection.execute(text("INSERT INTO item (name) VALUES ('one')"))
         await connection.execute(text("INSERT INTO item (name) VALUES ('two')"))
-    assert trips == ["_execute", "_execute", "_execute", "commit"]  # BEGIN IMMEDIATE, two INSERTs, COMMIT
+    assert trips == ["_execute", "_execute", "commit"]  # BEGIN IMMEDIATE with the first INSERT, the second, COMMIT
+
+    trips.clear()
+    async with db.core_transaction():
+        pass
+    assert trips == []  # nothing ran: nothing to begin or end
+
+
+async def test_a_read_transaction_sees_one_snapshot_though_its_begin_went_with_its_first_statement(
+    db: Database,
+) -> None:
+    async with db.reader.connect() as reading:
+        assert (await reading.execute(text("SELECT count(*) FROM item"))).scalar() == 0
+        async with db.core_transaction() as writing:
+            await writing.execute(text("INSERT INTO item (name) VALUES ('committed meanwhile')"))
+        assert (await reading.execute(text("SELECT count(*) FROM item"))).scalar() == 0
+    async with db.reader.connect() as reading:
+        streamed = await reading.stream(text("SELECT name FROM item"))  # a server-side cursor, first in its transaction
+        assert [row.name async for row in streamed] == ["committed meanwhile"]
 
 
 async def test_rows_row_counts_and_inserted_ids_come_back_as_from_the_driver(db: Database) -> None:
     async with db.core_transaction() as connection:
         inserted = await connection.execute(text("INSERT INTO item (name) VALUES ('one')"))
-        assert inserted.lastrowid == 1 and inserted.rowcount == 1
+        assert (inserted.lastrowid, inserted.rowcount) == (1, 1)
         many = await connection.execute(text("INSERT INTO item (name) VALUES (:name)"), [{"name": n} for n in "abc"])
         assert many.rowcount == 3
         changed = await connection.execute(text("UPDATE item SET name = name || '!' WHERE id > 1"))
@@ -68,12 +84,18 @@ async def test_rows_row_counts_and_inserted_ids_come_back_as_from_the_driver(db:
 
 
 async def test_a_failing_statement_raises_sqlalchemys_error_and_rolls_back_its_transaction(db: Database) -> None:
-    with pytest.raises(IntegrityError):
+    async def insert_twice() -> None:
         async with db.core_transaction() as connection:
             await connection.execute(text("INSERT INTO item (name) VALUES ('one')"))
             await connection.execute(text("INSERT INTO item (name) VALUES ('one')"))
-    with pytest.raises(OperationalError):
+
+    async def read_nothing() -> None:
         async with db.reader.connect() as connection:
             await connection.execute(text("SELECT nothing FROM nowhere"))
+
+    with pytest.raises(IntegrityError):
+        await insert_twice()
+    with pytest.raises(OperationalError):
+        await read_nothing()
     async with db.reader.connect() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
