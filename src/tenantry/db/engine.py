@@ -110,14 +110,15 @@ class Database:
             path = _sqlite_path(url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            # Every write transaction ends in an explicit COMMIT or ROLLBACK, so the pool's own reset
-            # on return would only cost another trip to the driver's thread.
             # One trip to the driver's thread per statement rather than four (see tenantry.db.sqlite).
             driver = {"module": OneTripDBAPI()} if make_url(url).get_driver_name() == "aiosqlite" else {}
+            # Every write transaction ends in an explicit COMMIT or ROLLBACK, so the pool's own reset
+            # on return would only cost another trip to the driver's thread.
             self.writer = _engine(
                 url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=30, pool_reset_on_return=None, **driver
             )
-            self.reader = _engine(url, echo=echo, pool_size=4, max_overflow=4, **driver)
+            # Readers are kept rather than opened and closed under load (each is a thread and four PRAGMAs).
+            self.reader = _engine(url, echo=echo, pool_size=8, max_overflow=8, **driver)
             _configure_sqlite(self.writer, begin="BEGIN IMMEDIATE")
             _configure_sqlite(self.reader, begin="BEGIN")
         else:
