@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
@@ -45,5 +48,36 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_UNKNOWN = uuid.SafeUUID.unknown
+
+
+def _uuid_from_hex(value: str | None) -> uuid.UUID | None:
+    if value is None:
+        return None
+    if len(value) != 32:
+        return uuid.UUID(value)  # not written by us (hyphens, braces): uuid's own, strict parsing
+    made = object.__new__(uuid.UUID)
+    object.__setattr__(made, "int", int(value, 16))
+    object.__setattr__(made, "is_safe", _UNKNOWN)
+    return made
+
+
+class Uuid(sqlalchemy.Uuid[uuid.UUID]):
+    """SQLAlchemy's ``Uuid``, read faster where the database keeps it as text (SQLite: 32 hex digits, as
+    SQLAlchemy and ``tenantry.db.bulk`` write it). The UUID is made from its integer rather than by
+    ``uuid.UUID``'s parsing, which strips prefixes, braces and hyphens these values never have: about a
+    third less work, on paths that read ids by the thousand (webhook leases, the outbox). PostgreSQL's native
+    UUIDs are read as before."""
+
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if not self.as_uuid or (dialect.supports_native_uuid and self.native_uuid):
+            inherited: Callable[[Any], Any] | None = super().result_processor(dialect, coltype)  # type: ignore[no-untyped-call]
+            return inherited
+        return _uuid_from_hex
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {uuid.UUID: Uuid}  # a column declared by its annotation alone reads fast too

@@ -6,12 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
-from tenantry.db.base import Base, UTCDateTime
+from tenantry.db.base import Base, UTCDateTime, Uuid
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
-from tenantry.db.base import Base, UTCDateTime
+from tenantry.db.base import Base, UTCDateTime, Uuid
 
 
 class User(Base):

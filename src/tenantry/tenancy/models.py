@@ -6,12 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, ForeignKeyConstraint, Index, String, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, ForeignKeyConstraint, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
-from tenantry.db.base import Base, UTCDateTime
+from tenantry.db.base import Base, UTCDateTime, Uuid
 
 # Every table below with an ``org_id`` (and the organization table itself, by ``id``) is org-scoped:
 # services reach it only through a transaction scoped to one organization, and on PostgreSQL a

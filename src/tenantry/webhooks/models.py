@@ -9,12 +9,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
-from tenantry.db.base import Base, UTCDateTime
+from tenantry.db.base import Base, UTCDateTime, Uuid
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 # Scoped like tenancy's (row-level security on PostgreSQL, migration 0004).
