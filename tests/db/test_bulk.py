@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -20,13 +19,6 @@ from tenantry.tenancy.models import Organization
 TABLE = Organization.__table__
 COLUMNS = ("id", "name", "slug", "require_mfa", "allowed_email_domains", "created_at", "updated_at")
 PLUS_TWO = timezone(timedelta(hours=2))
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
 
 
 def _row(number: int, *, at: datetime) -> tuple[Any, ...]:

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import select, text
 
 from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
 from tenantry.db.engine import Database, dump_json, load_json
 from tenantry.events.models import OutboxEvent
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
 
 
 def test_keys_that_are_not_strings_are_written_as_strings_as_the_json_module_writes_them() -> None:
