@@ -112,7 +112,8 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         # transaction it reads in must have begun.
         if self._begin is not None:
             begin, self._begin = self._begin, None
-            self.await_(self._connection.execute(begin))
+            connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+            self.await_(connection._execute(_execute, connection._conn, None, begin, None))  # type: ignore[no-untyped-call]
         return super().cursor(server_side)
 
     def commit(self) -> None:
