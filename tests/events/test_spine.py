@@ -180,6 +180,27 @@ async def test_a_process_whose_lease_was_taken_while_it_stalled_commits_nothing_
         assert await tx.scalar(select(ConsumerCursor.owner).where(ConsumerCursor.name == "echo")) == "other"
 
 
+async def test_a_process_taking_a_consumer_back_resumes_where_the_other_left_it(db: Database) -> None:
+    first, second = Recorder(), Recorder()
+    one = Dispatcher(db, node_id="one", lease_seconds=0.01)
+    one.register("recorder", first)
+    two = Dispatcher(db, node_id="two", lease_seconds=0.01)
+    two.register("recorder", second)
+    async with db.transaction() as tx:
+        await emit(tx, EVENT, data={"n": 1})
+    await one.drain()
+    async with db.transaction() as tx:
+        await emit(tx, EVENT, data={"n": 2})
+    await asyncio.sleep(0.05)  # the first process's lease lapses; the second takes the consumer, moves it on
+    await two.drain()
+    await asyncio.sleep(0.05)  # and lapses in turn
+
+    await one.drain()  # the first takes the consumer back
+
+    assert first.seen == [1]  # not 2 again: it starts from the stored cursor, not from what it had read
+    assert second.seen == [2]
+
+
 async def test_an_event_that_commits_late_is_not_skipped(database_url: str, db: Database) -> None:
     """On PostgreSQL a smaller id can commit after a larger one; the consumer must still get it."""
     recorder = Recorder()

@@ -182,8 +182,9 @@ class Dispatcher:
                     position = await self._acquire(connection, consumer)
                     if position is None:
                         return 0
-                    if consumer.high is None:
-                        consumer.high = consumer.saved = position
+                    if consumer.high is None or position != consumer.saved:
+                        # New to this consumer, or another process moved it while this one's lease had lapsed.
+                        consumer.high, consumer.gaps, consumer.saved = position, {}, position
                 events = await self._fetch(connection, consumer, seen)
                 if events:
                     await consumer.handler(session, events)
