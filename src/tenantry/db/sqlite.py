@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
@@ -36,14 +35,18 @@ _Outcome = tuple[Any, list[Any] | None, int | None, int]
 _BEGINS = frozenset({"BEGIN", "BEGIN IMMEDIATE"})
 
 
-def _execute(connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any) -> _Outcome:
-    """On the connection's thread: the whole statement, from opening a cursor to closing it, after the
-    ``BEGIN`` held back for it."""
+def _execute(
+    connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool = False
+) -> _Outcome:
+    """On the connection's thread: the whole statement (or, with ``many``, one statement for each set of
+    parameters), from opening a cursor to closing it, after the ``BEGIN`` held back for it."""
     cursor = connection.cursor()
     try:
         if begin is not None:
             cursor.execute(begin)
-        if parameters is None:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
             cursor.execute(operation)
         else:
             cursor.execute(operation, parameters)
@@ -54,41 +57,22 @@ def _execute(connection: sqlite3.Connection, begin: str | None, operation: str, 
         cursor.close()
 
 
-def _executemany(
-    connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Sequence[Any]
-) -> _Outcome:
-    cursor = connection.cursor()
-    try:
-        if begin is not None:
-            cursor.execute(begin)
-        cursor.executemany(operation, parameters)
-        return None, None, cursor.lastrowid, cursor.rowcount
-    finally:
-        cursor.close()
-
-
 class _Cursor(AsyncAdapt_aiosqlite_cursor):
     __slots__ = ()
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
+        adapted: _Connection = self._adapt_connection  # type: ignore[assignment]
         if not parameters and operation in _BEGINS:
-            self._adapt_connection._begin = operation  # type: ignore[attr-defined]
+            adapted._begin = operation
             self.description, self.lastrowid, self.rowcount = None, -1, -1
             return
-        self._take(_execute, operation, parameters)
+        self._keep(adapted.trip(operation, parameters))
 
     def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
-        self._take(_executemany, operation, seq_of_parameters)
-
-    def _take(self, function: Any, operation: Any, parameters: Any) -> None:
         adapted: _Connection = self._adapt_connection  # type: ignore[assignment]
-        connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-        begin, adapted._begin = adapted._begin, None
-        try:
-            running = connection._execute(function, connection._conn, begin, operation, parameters)  # type: ignore[no-untyped-call]
-            outcome: _Outcome = self.await_(running)
-        except Exception as error:
-            self._adapt_connection._handle_exception(error)
+        self._keep(adapted.trip(operation, seq_of_parameters, many=True))
+
+    def _keep(self, outcome: _Outcome) -> None:
         description, rows, lastrowid, rowcount = outcome
         self.description = description
         if description:
@@ -105,6 +89,17 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         super().__init__(dbapi, connection)
         self._begin: str | None = None  # a BEGIN not sent yet: it goes with the next statement
 
+    def trip(self, operation: str, parameters: Any, *, many: bool = False) -> _Outcome:
+        """Run one statement on the connection's thread, in one trip, with the ``BEGIN`` held back for it."""
+        begin, self._begin = self._begin, None
+        connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        try:
+            running = connection._execute(_execute, connection._conn, begin, operation, parameters, many)  # type: ignore[no-untyped-call]
+            outcome: _Outcome = self.await_(running)
+        except Exception as error:
+            self._handle_exception(error)
+        return outcome
+
     def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
         if not server_side:
             return _Cursor(self)
@@ -112,8 +107,7 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         # transaction it reads in must have begun.
         if self._begin is not None:
             begin, self._begin = self._begin, None
-            connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-            self.await_(connection._execute(_execute, connection._conn, None, begin, None))  # type: ignore[no-untyped-call]
+            self.trip(begin, None)
         return super().cursor(server_side)
 
     def commit(self) -> None:

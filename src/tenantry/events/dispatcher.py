@@ -48,6 +48,11 @@ class _Consumer:
     lease_renew_at: float = 0.0  # monotonic time after which the lease must be renewed
     saved: int | None = None  # the position stored by this process's last pass
 
+    def restart(self, position: int | None) -> None:
+        """Forget what this process tracked: the consumer goes on from ``position`` (``None``: from what the
+        next lease finds stored)."""
+        self.high, self.gaps, self.saved = position, {}, position
+
     def position(self) -> int:
         """What may be stored as read: never past an open gap."""
         assert self.high is not None
@@ -58,8 +63,8 @@ class _Consumer:
 class _Pass:
     """What one pass looks up once for all its consumers (passes may overlap: ``drain`` beside ``run``)."""
 
-    # The newest outbox id, once looked up (a tuple, as the id itself may be None).
-    newest: tuple[int | None] | None = None
+    # The newest outbox id (0 for an empty outbox), once looked up.
+    newest: int | None = None
     # The batch read last, and what was asked for it: consumers at the same place (the usual case) are handed
     # the same rows rather than each reading and decoding them again.
     read: tuple[tuple[int, tuple[int, ...]], Sequence[Event]] | None = None
@@ -159,13 +164,13 @@ class Dispatcher:
 
     async def _nothing_new(self, consumer: _Consumer, seen: _Pass) -> bool:
         """Whether a held lease shows nothing to read, judged on the read pool without the write lock."""
-        if consumer.high is None or consumer.gaps or self._lease_due(consumer):
+        if consumer.gaps or self._lease_due(consumer):
             return False
+        assert consumer.high is not None
         if seen.newest is None:
             async with self.db.reader.connect() as connection:
-                seen.newest = ((await connection.execute(select(func.max(_OUTBOX.c.id)))).scalar(),)
-        newest = seen.newest[0]
-        return newest is None or newest <= consumer.high
+                seen.newest = (await connection.execute(select(func.max(_OUTBOX.c.id)))).scalar() or 0
+        return seen.newest <= consumer.high
 
     @staticmethod
     def _lease_due(consumer: _Consumer) -> bool:
@@ -180,11 +185,12 @@ class Dispatcher:
                 connection = await session.connection()
                 if self._lease_due(consumer):
                     position = await self._acquire(connection, consumer)
-                    if position is None:
+                    if position is None:  # someone else reads; start afresh if this process gets it back
+                        consumer.restart(None)
                         return 0
                     if consumer.high is None or position != consumer.saved:
                         # New to this consumer, or another process moved it while this one's lease had lapsed.
-                        consumer.high, consumer.gaps, consumer.saved = position, {}, position
+                        consumer.restart(position)
                 events = await self._fetch(connection, consumer, seen)
                 if events:
                     await consumer.handler(session, events)
@@ -193,7 +199,7 @@ class Dispatcher:
         except BaseException:
             # Nothing of this pass committed (the save or the commit itself may be what failed): what it
             # tracked in memory must not stand, or the next pass would read past events never handled.
-            consumer.high, consumer.gaps, consumer.saved = None, {}, None
+            consumer.restart(None)
             raise
         return len(events)
 
@@ -208,11 +214,8 @@ class Dispatcher:
             .values(owner=self.node_id, lease_until=now + self.lease)
             .returning(columns.position)
         )
-        position = result.scalar_one_or_none()
         consumer.lease_renew_at = time.monotonic() + self.lease.total_seconds() / 3
-        if position is None:
-            consumer.high, consumer.gaps = None, {}  # someone else reads; start afresh if we get it back
-        return position
+        return result.scalar_one_or_none()
 
     async def _fetch(self, connection: AsyncConnection, consumer: _Consumer, seen: _Pass) -> Sequence[Event]:
         now = time.monotonic()
