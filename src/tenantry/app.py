@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from tenantry import __version__, console
+from tenantry.core import runtime
 from tenantry.http import problems
 from tenantry.http.middleware import RequestContext
 from tenantry.http.ratelimit import RateLimits
@@ -38,10 +38,7 @@ def create_app(settings: Settings | None = None, *, access_log: bool = True) -> 
         platform = Platform(settings)
         app.state.platform = platform
         await platform.start()
-        # Everything built so far lives as long as the process: keep it out of the collector's
-        # sight, so full collections under load walk only what requests create (shorter pauses).
-        gc.collect()
-        gc.freeze()
+        runtime.settle()
         try:
             yield
         finally:

@@ -92,6 +92,7 @@ def serve(
 @app.command()
 def worker(once: bool = typer.Option(False, help="Do what is pending, then exit.")) -> None:
     """Run background work (event dispatch, mail, webhook deliveries) without serving HTTP."""
+    from tenantry.core import runtime
     from tenantry.observability.logging import configure
     from tenantry.platform import Platform
 
@@ -102,6 +103,7 @@ def worker(once: bool = typer.Option(False, help="Do what is pending, then exit.
     async def run() -> None:
         platform = Platform(settings)
         await platform.start(background=not once)
+        runtime.settle()
         try:
             if once:
                 await platform.drain()
