@@ -31,6 +31,7 @@ from tenantry.settings import Settings
 from tenantry.webhooks import fanout
 from tenantry.webhooks.delivery import Deliverer
 from tenantry.webhooks.models import Delivery, Endpoint
+from tenantry.webhooks.signing import Signer
 from tenantry.webhooks.work import Claimed, Target
 from tests.factories.tenancy import Org, create_org, create_team
 from tests.statements import recorded
@@ -419,7 +420,7 @@ async def test_a_delivery_whose_rate_limited_turn_comes_too_late_for_its_lease_i
     for _ in range(2):  # the burst is spent: the next request may go in half a second
         assert (await platform.limiter.hit(f"webhooks:{endpoint_id}", rate, policy="webhooks.endpoint")).allowed
     org_id = uuid.UUID(org.id)
-    target = Target(endpoint_id, org_id, receiver.url("/late"), {}, (b"k" * 32,), 2, None)
+    target = Target(endpoint_id, org_id, receiver.url("/late"), {}, Signer((b"k" * 32,)), 2, None)
     # Lease enough to start, not enough to wait half a second and still end a request (timeout) within it.
     lease_ends = time.monotonic() + deliverer.config.timeout + 2.25
     delivery = Claimed(uuid.uuid4(), org_id, endpoint_id, uuid.uuid4(), b"{}", 0, False, utcnow(), lease_ends)

@@ -471,11 +471,11 @@ class Deliverer:
                 return
             await asyncio.sleep(wait)  # then ask again: others waiting beside it may take the turn
         LAG.observe(max(0.0, (utcnow() - delivery.due_at).total_seconds()))
-        if not target.keys:  # nothing to sign with: an attempt that fails without a request, logged and retried
+        if not target.signer:  # nothing to sign with: an attempt that fails without a request, logged and retried
             outcome = Outcome(utcnow(), None, 0, error=UNSIGNABLE)
             self.ledger.record(Result(delivery, target, outcome))
             return
-        request = Request(target.url, str(delivery.event_id), delivery.payload, target.keys, target.headers)
+        request = Request(target.url, str(delivery.event_id), delivery.payload, target.signer, target.headers)
         outcome = await send(self.session, request, time_limit=self.config.timeout, body_limit=self.config.body_limit)
         self.ledger.record(Result(delivery, target, outcome))
 

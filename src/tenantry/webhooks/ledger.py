@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
+from tenantry.core.ids import new_id
 from tenantry.db import scope
 from tenantry.db.bulk import Bulk
 from tenantry.db.engine import Database
@@ -143,7 +144,7 @@ class Ledger:
                 delay = outcome.retry_after  # the receiver said when: honour it
             change = (delivery.id, self.node_id, PENDING, count, now + timedelta(seconds=delay), None)
         attempt = (
-            uuid.uuid4(), delivery.org_id, delivery.id, outcome.at,
+            new_id(), delivery.org_id, delivery.id, outcome.at,
             outcome.status, outcome.duration_ms, outcome.error, outcome.body,
         )  # fmt: skip
         return attempt, change

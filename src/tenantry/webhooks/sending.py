@@ -18,7 +18,7 @@ import aiohttp
 from tenantry import __version__
 from tenantry.core.clock import utcnow
 from tenantry.webhooks.addresses import UnsafeAddress
-from tenantry.webhooks.signing import sign
+from tenantry.webhooks.signing import Signer
 
 USER_AGENT = f"Tenantry-Webhooks/{__version__}"
 MAX_RETRY_AFTER = 24 * 3600.0  # a receiver asking for more is asked again in a day
@@ -29,7 +29,7 @@ class Request:
     url: str
     msg_id: str
     body: bytes
-    keys: tuple[bytes, ...]  # one signature per key: the current secret, and a rotated-out one for a day
+    signer: Signer
     headers: Mapping[str, str]  # the endpoint's own, checked at registration not to shadow ours
 
 
@@ -98,7 +98,7 @@ async def send(session: aiohttp.ClientSession, request: Request, *, time_limit: 
         "user-agent": USER_AGENT,
         "webhook-id": request.msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(request.keys, msg_id=request.msg_id, timestamp=timestamp, body=request.body),
+        "webhook-signature": request.signer.sign(msg_id=request.msg_id, timestamp=timestamp, body=request.body),
     }
     try:
         # aiohttp's total timeout bounds the whole exchange: connecting, sending, and reading the answer.

@@ -27,7 +27,27 @@ def secret_key(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix(PREFIX))
 
 
-def sign(keys: Iterable[bytes], *, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value: one ``v1,…`` per key."""
-    content = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
-    return " ".join("v1," + base64.b64encode(hmac.digest(key, content, hashlib.sha256)).decode() for key in keys)
+class Signer:
+    """Signs for one endpoint: one ``v1,…`` per key (the current secret, and a rotated-out one for a day).
+
+    Each key's HMAC state is made once and copied for every message, rather than set up afresh per
+    signature (OpenSSL 3 looks the digest up again each time a one-shot HMAC starts)."""
+
+    __slots__ = ("_macs",)
+
+    def __init__(self, keys: Iterable[bytes]) -> None:
+        self._macs = tuple(hmac.new(key, digestmod=hashlib.sha256) for key in keys)
+
+    def __len__(self) -> int:
+        """How many keys it signs with (0: the secret could not be opened, nothing can be signed)."""
+        return len(self._macs)
+
+    def sign(self, *, msg_id: str, timestamp: int, body: bytes) -> str:
+        """The ``webhook-signature`` header value."""
+        content = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
+        signatures = []
+        for base in self._macs:
+            mac = base.copy()
+            mac.update(content)
+            signatures.append("v1," + base64.b64encode(mac.digest()).decode())
+        return " ".join(signatures)

@@ -13,7 +13,7 @@ from tenantry.identity.sealing import Sealer, SealError
 from tenantry.settings import Settings
 from tenantry.webhooks.models import Endpoint
 from tenantry.webhooks.sending import Outcome
-from tenantry.webhooks.signing import secret_key
+from tenantry.webhooks.signing import Signer, secret_key
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,7 @@ class Target:
     org_id: uuid.UUID
     url: str
     headers: dict[str, str]
-    keys: tuple[bytes, ...]
+    signer: Signer  # empty when the secret cannot be opened
     rate_limit: int | None
     failing_since: datetime | None
 
@@ -95,7 +95,7 @@ class Targets:
     sealer: Sealer
     ttl: float
     _fresh: dict[uuid.UUID, tuple[float, Target]] = field(default_factory=dict)
-    _opened: dict[tuple[uuid.UUID, datetime], tuple[bytes, ...]] = field(default_factory=dict)
+    _opened: dict[tuple[uuid.UUID, datetime], Signer] = field(default_factory=dict)
 
     def get(self, endpoint_id: uuid.UUID) -> Target | None:
         found = self._fresh.get(endpoint_id)
@@ -103,8 +103,8 @@ class Targets:
 
     def put(self, row: Endpoint, now: datetime) -> Target:
         """The endpoint ``row`` as a target, remembered for ``ttl`` seconds."""
-        keys = self._keys(row, now)
-        target = Target(row.id, row.org_id, row.url, dict(row.headers or {}), keys, row.rate_limit, row.failing_since)
+        signer = self._signer(row, now)
+        target = Target(row.id, row.org_id, row.url, dict(row.headers or {}), signer, row.rate_limit, row.failing_since)
         if len(self._fresh) > 10_000:
             self._fresh.clear()
         self._fresh[row.id] = (time.monotonic() + self.ttl, target)
@@ -113,16 +113,17 @@ class Targets:
     def forget(self, endpoint_id: uuid.UUID) -> None:
         self._fresh.pop(endpoint_id, None)
 
-    def _keys(self, row: Endpoint, now: datetime) -> tuple[bytes, ...]:
-        """The signing keys, or none when the secret cannot be opened (sealed with another encryption key):
-        then every attempt fails, logged, instead of one endpoint blocking the fan-out of all of them."""
+    def _signer(self, row: Endpoint, now: datetime) -> Signer:
+        """What signs with the endpoint's keys, or with none when its secret cannot be opened (sealed with another
+        encryption key): then every attempt fails, logged, instead of one endpoint blocking the fan-out of all."""
         previous = (
             row.previous_secret if row.previous_secret_expires_at and row.previous_secret_expires_at > now else None
         )
-        key = (row.id, row.updated_at)
-        keys = self._opened.get(key)
-        if keys is None or (previous is None and len(keys) > 1):  # the rotated-out secret has expired
+        version = (row.id, row.updated_at)
+        signer = self._opened.get(version)
+        if signer is None or (previous is None and len(signer) > 1):  # the rotated-out secret has expired
             owner = row.id.bytes
+            keys: tuple[bytes, ...]
             try:
                 keys = (secret_key(self.sealer.open(row.secret, owner=owner).decode()),)
                 if previous is not None:
@@ -130,7 +131,8 @@ class Targets:
             except (SealError, ValueError) as exc:
                 log.error("webhooks.secret_unreadable", endpoint_id=str(row.id), error=str(exc))
                 keys = ()
+            signer = Signer(keys)
             if len(self._opened) > 10_000:
                 self._opened.clear()
-            self._opened[key] = keys
-        return keys
+            self._opened[version] = signer
+        return signer
