@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from tenantry.db import migrate
 from tenantry.db.engine import Database
 
 
@@ -99,3 +102,36 @@ async def test_a_failing_statement_raises_sqlalchemys_error_and_rolls_back_its_t
         await read_nothing()
     async with db.reader.connect() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
+
+
+async def test_a_connection_opened_while_another_holds_a_lock_is_not_refused_and_the_file_goes_wal(
+    tmp_path: Path,
+) -> None:
+    """The first connections to a database left in rollback-journal mode (as migrations could leave it)
+    switch it to WAL; SQLite refuses the switch at once, busy timeout or not, while another connection holds
+    a write lock, and a starting process opens several connections together (a serve's dispatcher died of
+    "database is locked"). The connection is opened all the same, and the next one makes the switch."""
+    path = tmp_path / "journal.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE item (id INTEGER PRIMARY KEY)")
+    holder.execute("BEGIN IMMEDIATE")  # another connection's write lock
+    fresh = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with fresh.reader.connect() as connection:
+            assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar_one() == 0
+        holder.commit()
+        async with fresh.writer.connect() as connection:
+            assert (await connection.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+    finally:
+        await fresh.dispose()
+        holder.close()
+
+
+async def test_migrations_leave_the_database_in_wal_mode(tmp_path: Path) -> None:
+    """So that the connections of the first serve find nothing to switch; and migrated all the same."""
+    path = tmp_path / "migrated.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    migrate.upgrade(url)
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert await migrate.current_revision(url) == migrate.head_revision()

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
@@ -133,6 +133,38 @@ async def test_a_restarted_dispatcher_resumes_where_it_stopped(db: Database) -> 
 
     assert first.seen == [0, 1, 2]
     assert second.seen == [3]
+
+
+async def test_a_dispatcher_whose_start_failed_tries_again_rather_than_stopping_for_good(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first statement (making the consumers' cursors) may meet a database that is not ready (locked,
+    restarting): it is retried at the next poll, like any pass, instead of ending the dispatcher's task and
+    leaving every event of the process's life undispatched."""
+    seen = Recorder()
+    dispatcher = Dispatcher(db, node_id="starting", poll_interval=0.05)
+    dispatcher.register("recorder", seen)
+    ensure, failures = dispatcher._ensure_cursors, []
+
+    async def failing_once() -> None:
+        if not failures:
+            failures.append(1)
+            raise OperationalError("INSERT INTO consumer cursors", {}, Exception("database is locked"))
+        await ensure()
+
+    monkeypatch.setattr(dispatcher, "_ensure_cursors", failing_once)
+    async with db.transaction() as tx:
+        await emit(tx, EVENT, data={"n": 1})
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        async with asyncio.timeout(10):
+            while not seen.seen:
+                await asyncio.sleep(0.02)
+    finally:
+        dispatcher.request_stop()
+        await task
+    assert failures == [1]
+    assert seen.seen == [1]
 
 
 async def test_only_the_lease_holder_dispatches(db: Database) -> None:

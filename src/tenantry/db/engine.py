@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -27,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from tenantry.db.sqlite import OneTripDBAPI
+
+log = structlog.get_logger(__name__)
 
 # Keys that services set in ``info`` to say what a transaction wrote (see ``on_commit``).
 MARKS = ("events", "jobs")
@@ -70,16 +74,35 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
+def _switch_to_wal(cursor: Any) -> None:
+    """Put the database file in WAL mode (readers beside the writer), for good: the file keeps it.
+
+    The switch needs the file to itself, and SQLite refuses it at once, busy timeout or not, while another
+    connection holds a lock; a starting process opens several connections together (every background task
+    has its own), and the first serve after ``migrate`` found its dispatcher dead of "database is locked".
+    A connection refused goes on in the mode the file is in: the switch another one is making applies to it
+    from its next transaction, and the next connection opened tries again.
+    """
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        log.info("db.wal_switch_deferred", reason=str(exc))
+
+
 def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so that BEGIN is ours to issue.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0] != "wal":
+            _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

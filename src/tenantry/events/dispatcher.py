@@ -111,9 +111,12 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Dispatch until cancelled."""
-        await self._ensure_cursors()
+        ready = False  # whether every consumer's cursor exists (made in the loop: a failure there is retried too)
         while not self._stopping:
             try:
+                if not ready:
+                    await self._ensure_cursors()
+                    ready = True
                 found, full = await self._pass()
             except LeaseLost as lost:
                 log.warning("dispatcher.lease_lost", detail=str(lost))

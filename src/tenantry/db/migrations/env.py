@@ -33,6 +33,10 @@ def _configure(connection: Connection) -> None:
 async def _run_async(url: str) -> None:
     engine = create_async_engine(url, poolclass=pool.NullPool)
     async with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # WAL from the start, set here while nothing else has the file open (see tenantry.db.engine).
+            await connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            await connection.commit()  # end the transaction it began: Alembic would take the migrations as part of it
         await connection.run_sync(_configure)
     await engine.dispose()
 
