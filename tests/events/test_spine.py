@@ -65,9 +65,11 @@ async def test_an_unknown_event_type_is_refused(db: Database) -> None:
 class Recorder:
     def __init__(self) -> None:
         self.seen: list[int] = []
+        self.handed = asyncio.Event()  # set once events have been handed over
 
     async def __call__(self, tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
         self.seen += [e.data["n"] for e in events]
+        self.handed.set()
 
 
 async def test_the_dispatcher_hands_every_event_over_in_order(db: Database) -> None:
@@ -158,8 +160,7 @@ async def test_a_dispatcher_whose_start_failed_tries_again_rather_than_stopping_
     task = asyncio.create_task(dispatcher.run())
     try:
         async with asyncio.timeout(10):
-            while not seen.seen:
-                await asyncio.sleep(0.02)
+            await seen.handed.wait()
     finally:
         dispatcher.request_stop()
         await task
