@@ -75,7 +75,8 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def _switch_to_wal(cursor: Any) -> None:
-    """Put the database file in WAL mode (readers beside the writer), for good: the file keeps it.
+    """Put the database file in WAL mode (readers beside the writer), for good: the file keeps it, and
+    asking again once it is WAL changes nothing and takes no lock.
 
     The switch needs the file to itself, and SQLite refuses it at once, busy timeout or not, while another
     connection holds a lock; a starting process opens several connections together (every background task
@@ -98,9 +99,7 @@ def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA journal_mode")
-        if cursor.fetchone()[0] != "wal":
-            _switch_to_wal(cursor)
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
