@@ -13,6 +13,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from tenantry.core.ids import uuid_from_int
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -48,18 +50,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-_UNKNOWN = uuid.SafeUUID.unknown
-
-
 def _uuid_from_hex(value: str | None) -> uuid.UUID | None:
     if value is None:
         return None
     if len(value) != 32:
         return uuid.UUID(value)  # not written by us (hyphens, braces): uuid's own, strict parsing
-    made = object.__new__(uuid.UUID)
-    object.__setattr__(made, "int", int(value, 16))
-    object.__setattr__(made, "is_safe", _UNKNOWN)
-    return made
+    return uuid_from_int(int(value, 16))
 
 
 class Uuid(sqlalchemy.Uuid[uuid.UUID]):

@@ -13,8 +13,9 @@ Rows are tuples in the order of the ``keys`` given: the statement's bind paramet
 
 from __future__ import annotations
 
+import itertools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,18 +94,21 @@ class _Compiled:
         self.sql = compiled.string
         # (where in a row, how to convert); a value written into the statement (``.values(locked_by=None)``)
         # is taken from there, the same for every row.
-        self.steps: list[tuple[int, Convert | None]] = []
+        self.steps: list[tuple[int, Convert | _Constant | None]] = []
         for name in names:
             convert = converter(compiled.binds[name].type, dialect)
-            if name not in index:
+            if name in index:
+                self.steps.append((index[name], convert))
+            else:
                 value = compiled.binds[name].effective_value
-                convert = _constant(convert(value) if convert else value)
-            self.steps.append((index.get(name, 0), convert))
+                self.steps.append((0, _Constant(convert(value) if convert else value)))
         self.is_identity = self.steps == [(number, None) for number in range(len(keys))]
 
     def parameters(self, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         if self.is_identity:
             return [tuple(row) for row in rows]
+        if not rows:
+            return []
         # Rows of one batch often share a timestamp (a fan-out's "now"): each is formatted once.
         formatted: dict[datetime, str | None] = {}
 
@@ -116,12 +120,25 @@ class _Compiled:
                 found = formatted[value] = _sqlite_datetime(value)
             return found
 
-        steps = [(i, timestamp if convert is _sqlite_datetime else convert) for i, convert in self.steps]
-        return [tuple([row[i] if convert is None else convert(row[i]) for i, convert in steps]) for row in rows]
+        # Column by column: the rows transposed, each column converted by ``map``, transposed back. Only the
+        # converters run in Python, not a loop over every cell.
+        columns = list(zip(*rows, strict=True))
+        converted: list[Iterable[Any]] = []
+        for i, convert in self.steps:
+            if isinstance(convert, _Constant):
+                converted.append(itertools.repeat(convert.value, len(rows)))
+            elif convert is None:
+                converted.append(columns[i])
+            else:
+                converted.append(map(timestamp if convert is _sqlite_datetime else convert, columns[i]))
+        return list(zip(*converted, strict=True))
 
 
-def _constant(value: Any) -> Convert:
-    return lambda _: value
+class _Constant:
+    """A value written into the statement itself, the same for every row."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 class Bulk:

@@ -29,12 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from tenantry.core.clock import utcnow
 from tenantry.db.engine import Database
 from tenantry.db.upsert import insert_ignoring_conflicts
-from tenantry.events.models import ConsumerCursor, Event, OutboxEvent
+from tenantry.events.models import ConsumerCursor, Event, EventRow, OutboxEvent
 
 log = structlog.get_logger(__name__)
 
 _CURSORS = cast(Table, ConsumerCursor.__table__)
 _OUTBOX = cast(Table, OutboxEvent.__table__)
+_EVENT_COLUMNS = [_OUTBOX.c[name] for name in EventRow._fields]
 
 Handler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
 
@@ -235,10 +236,10 @@ class Dispatcher:
         condition = ids > consumer.high
         if consumer.gaps:
             condition = or_(condition, ids.in_(list(consumer.gaps)))
-        # Core statements on the session's connection: plain rows, without the ORM's result machinery (events
-        # are only read, by every consumer).
-        query = select(_OUTBOX).where(condition).order_by(ids).limit(self.batch_size)
-        events = cast(Sequence[Event], (await connection.execute(query)).all())
+        # A Core statement on the session's connection: plain rows, without the ORM's result machinery (events
+        # are only read, by every consumer), as named tuples.
+        query = select(*_EVENT_COLUMNS).where(condition).order_by(ids).limit(self.batch_size)
+        events = [EventRow._make(row) for row in await connection.execute(query)]
         seen.read = (asked, events)
         return events
 

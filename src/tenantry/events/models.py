@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -36,8 +36,7 @@ class OutboxEvent(Base):
 
 
 class Event(Protocol):
-    """An outbox event as consumers read it: an ``OutboxEvent``, or the plain row the dispatcher reads
-    (no ORM identity or change tracking: consumers only read, and every event is read by each of them)."""
+    """An outbox event as consumers read it: an ``OutboxEvent``, or the ``EventRow`` the dispatcher reads."""
 
     @property
     def id(self) -> int: ...
@@ -59,6 +58,23 @@ class Event(Protocol):
     def data(self) -> dict[str, Any]: ...
     @property
     def occurred_at(self) -> datetime: ...
+
+
+class EventRow(NamedTuple):
+    """An outbox event as the dispatcher hands it to every consumer: a plain tuple, read only. Not the ORM
+    object (no identity map or change tracking), nor SQLAlchemy's ``Row``, whose attribute access is
+    twenty times slower than a named tuple's, and consumers read several attributes of every event."""
+
+    id: int
+    event_id: uuid.UUID
+    type: str
+    org_id: uuid.UUID | None
+    actor_type: str | None
+    actor_id: str | None
+    ip: str | None
+    user_agent: str | None
+    data: dict[str, Any]
+    occurred_at: datetime
 
 
 class ConsumerCursor(Base):

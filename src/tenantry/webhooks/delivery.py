@@ -381,21 +381,22 @@ class Deliverer:
                 return []
             lease = update(Delivery.__table__).where(_DELIVERY.id.in_(ids))  # type: ignore[arg-type]
             lease = lease.values(locked_by=self.node_id, locked_until=now + self.config.lease)
+            # Rows unpacked by position, in ``_CLAIMED_COLUMNS`` order: a ``Row``'s attribute access costs far more.
             rows = (await connection.execute(lease.returning(*_CLAIMED_COLUMNS))).all()
-            await self._refresh_targets(tx, {r.endpoint_id for r in rows}, now)
+            await self._refresh_targets(tx, {row[2] for row in rows}, now)
         jobs = []
-        for r in rows:
-            target = self.targets.get(r.endpoint_id)
+        for delivery_id, org_id, endpoint_id, event_id, payload, attempt_count, is_one_shot, due_at in rows:
+            target = self.targets.get(endpoint_id)
             if target is not None:  # (an endpoint deleted meanwhile: its lease runs out with it)
                 claimed = Claimed(
-                    r.id,
-                    r.org_id,
-                    r.endpoint_id,
-                    r.event_id,
-                    r.payload.encode(),
-                    r.attempt_count,
-                    r.is_one_shot,
-                    r.next_attempt_at,
+                    delivery_id,
+                    org_id,
+                    endpoint_id,
+                    event_id,
+                    payload.encode(),
+                    attempt_count,
+                    is_one_shot,
+                    due_at,
                     lease_ends,
                 )
                 jobs.append((claimed, target))
@@ -427,14 +428,14 @@ class Deliverer:
             await scope.unscoped(tx)
             connection = await tx.connection()
             rows = (await connection.execute(lease)).all()
-            await self._refresh_targets(tx, {r.endpoint_id for r in rows}, now)
+            await self._refresh_targets(tx, {row[1] for row in rows}, now)
         jobs = []
-        for r in rows:
-            target = self.targets.get(r.endpoint_id)
+        for delivery_id, endpoint_id, attempt_count, due_at in rows:  # by position, as in ``returning``
+            target = self.targets.get(endpoint_id)
             if target is not None:  # (an endpoint deleted meanwhile: its lease runs out with it)
-                delivery = by_id[r.id][0]
-                delivery.attempt_count = r.attempt_count  # (attempted and due again since it was written?)
-                delivery.due_at = r.next_attempt_at
+                delivery = by_id[delivery_id][0]
+                delivery.attempt_count = attempt_count  # (attempted and due again since it was written?)
+                delivery.due_at = due_at
                 delivery.lease_ends = lease_ends
                 jobs.append((delivery, target))
         return jobs
