@@ -14,11 +14,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
+from tenantry.core.context import Actor
+from tenantry.core.ids import new_id
 from tenantry.db import scope
 from tenantry.db.engine import Database
 from tenantry.events.dispatcher import Dispatcher, LeaseLost
 from tenantry.events.jobs import JobRunner, enqueue
-from tenantry.events.models import ConsumerCursor, Job, OutboxEvent
+from tenantry.events.models import ConsumerCursor, EventRow, Job, OutboxEvent
 from tenantry.events.outbox import emit
 from tenantry.platform import Platform
 from tenantry.tenancy.models import AuditEntry
@@ -84,6 +86,29 @@ async def test_the_dispatcher_hands_every_event_over_in_order(db: Database) -> N
     await dispatcher.drain()
 
     assert recorder.seen == list(range(20))
+
+
+async def test_consumers_are_handed_every_column_of_an_event_as_the_orm_reads_it(db: Database) -> None:
+    """The dispatcher hands events over as named tuples read by column name: each field holds its own
+    column's value, converted as the ORM converts it, and no column of the outbox is left out."""
+    handed: list[Any] = []
+
+    async def keep(_tx: AsyncSession, events: Sequence[Any]) -> None:
+        handed.extend(events)
+
+    dispatcher = Dispatcher(db, node_id="test")
+    dispatcher.register("keeper", keep)
+    actor = Actor(type="user", id="u-1", ip="192.0.2.7", user_agent="agent/1.0")
+    async with db.transaction() as tx:
+        await emit(tx, EVENT, data={"n": 1, "nested": {"list": [1, "two"]}}, actor=actor, org_id=new_id())
+
+    await dispatcher.drain()
+
+    async with db.read() as tx:
+        stored = (await tx.scalars(select(OutboxEvent))).one()
+    assert isinstance(handed[0], EventRow)
+    assert set(EventRow._fields) == set(OutboxEvent.__table__.c.keys())
+    assert handed[0]._asdict() == {name: getattr(stored, name) for name in EventRow._fields}
 
 
 def _batch_read(statement: str, _parameters: Any) -> bool:
