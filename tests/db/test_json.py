@@ -36,3 +36,11 @@ async def test_a_json_column_round_trips_through_the_database(db: Database) -> N
 def test_an_integer_beyond_64_bits_is_written_and_read_exactly() -> None:
     huge = {"n": 2**70, "negative": -(2**65)}
     assert load_json(dump_json(huge)) == huge
+
+
+def test_integers_just_beyond_64_bits_are_read_exactly_not_as_floats() -> None:
+    # 19 digits below -2**63, 20 digits above 2**64 - 1: orjson would make floats of both.
+    for number in (-(2**63) - 1, 2**64, -(2**63), 2**64 - 1):
+        read = load_json(dump_json({"n": number}))["n"]
+        assert read == number
+        assert type(read) is int
