@@ -56,10 +56,10 @@ _DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER = b"0" * 19
 
 
-def load_json(text: str | bytes) -> Any:
+def load_json(text: str) -> Any:
     """How JSON columns are read: by orjson, unless the text holds what only the json module reads
     exactly (an integer beyond 64 bits, NaN or Infinity)."""
-    raw = text.encode() if isinstance(text, str) else text
+    raw = text.encode()
     if _LONG_NUMBER not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(raw)
