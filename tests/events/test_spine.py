@@ -69,7 +69,7 @@ class Recorder:
         self.seen: list[int] = []
         self.handed = asyncio.Event()  # set once events have been handed over
 
-    async def __call__(self, tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
+    async def __call__(self, tx: AsyncSession, events: Sequence[EventRow]) -> None:
         self.seen += [e.data["n"] for e in events]
         self.handed.set()
 
@@ -93,7 +93,7 @@ async def test_consumers_are_handed_every_column_of_an_event_as_the_orm_reads_it
     column's value, converted as the ORM converts it, and no column of the outbox is left out."""
     handed: list[Any] = []
 
-    async def keep(_tx: AsyncSession, events: Sequence[Any]) -> None:
+    async def keep(_tx: AsyncSession, events: Sequence[EventRow]) -> None:
         handed.extend(events)
 
     dispatcher = Dispatcher(db, node_id="test")
@@ -211,7 +211,7 @@ async def test_only_the_lease_holder_dispatches(db: Database) -> None:
 
 
 async def test_a_process_whose_lease_was_taken_while_it_stalled_commits_nothing_of_its_batch(db: Database) -> None:
-    async def echo(tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
+    async def echo(tx: AsyncSession, events: Sequence[EventRow]) -> None:
         for event in events:
             if "n" in event.data:
                 await emit(tx, EVENT, data={"echo": event.data["n"]})
@@ -308,7 +308,7 @@ class FailingCommit(Recorder):
         super().__init__()
         self.failed = False
 
-    async def __call__(self, tx: AsyncSession, events: Sequence[OutboxEvent]) -> None:
+    async def __call__(self, tx: AsyncSession, events: Sequence[EventRow]) -> None:
         await super().__call__(tx, events)
         if not self.failed:
             self.failed = True

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from tenantry.core.clock import utcnow
 from tenantry.db.engine import Database
 from tenantry.db.upsert import insert_ignoring_conflicts
-from tenantry.events.models import ConsumerCursor, Event, EventRow, OutboxEvent
+from tenantry.events.models import ConsumerCursor, EventRow, OutboxEvent
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ _CURSORS = cast(Table, ConsumerCursor.__table__)
 _OUTBOX = cast(Table, OutboxEvent.__table__)
 _EVENT_COLUMNS = [_OUTBOX.c[name] for name in EventRow._fields]
 
-Handler = Callable[[AsyncSession, Sequence[Event]], Awaitable[None]]
+Handler = Callable[[AsyncSession, Sequence[EventRow]], Awaitable[None]]
 
 
 @dataclass
@@ -68,7 +68,7 @@ class _Pass:
     newest: int | None = None
     # The batch read last, and what was asked for it: consumers at the same place (the usual case) are handed
     # the same rows rather than each reading and decoding them again.
-    read: tuple[tuple[int, tuple[int, ...]], Sequence[Event]] | None = None
+    read: tuple[tuple[int, tuple[int, ...]], Sequence[EventRow]] | None = None
 
 
 class Dispatcher:
@@ -221,7 +221,7 @@ class Dispatcher:
         consumer.lease_renew_at = time.monotonic() + self.lease.total_seconds() / 3
         return result.scalar_one_or_none()
 
-    async def _fetch(self, connection: AsyncConnection, consumer: _Consumer, seen: _Pass) -> Sequence[Event]:
+    async def _fetch(self, connection: AsyncConnection, consumer: _Consumer, seen: _Pass) -> Sequence[EventRow]:
         now = time.monotonic()
         for gap, deadline in list(consumer.gaps.items()):
             if deadline < now:
@@ -243,7 +243,7 @@ class Dispatcher:
         seen.read = (asked, events)
         return events
 
-    def _track(self, consumer: _Consumer, events: Sequence[Event]) -> None:
+    def _track(self, consumer: _Consumer, events: Sequence[EventRow]) -> None:
         assert consumer.high is not None
         first, last = events[0].id, events[-1].id
         if not consumer.gaps and first == consumer.high + 1 and last - first + 1 == len(events):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -35,35 +35,10 @@ class OutboxEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Event(Protocol):
-    """An outbox event as consumers read it: an ``OutboxEvent``, or the ``EventRow`` the dispatcher reads."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def event_id(self) -> uuid.UUID: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def org_id(self) -> uuid.UUID | None: ...
-    @property
-    def actor_type(self) -> str | None: ...
-    @property
-    def actor_id(self) -> str | None: ...
-    @property
-    def ip(self) -> str | None: ...
-    @property
-    def user_agent(self) -> str | None: ...
-    @property
-    def data(self) -> dict[str, Any]: ...
-    @property
-    def occurred_at(self) -> datetime: ...
-
-
 class EventRow(NamedTuple):
-    """An outbox event as the dispatcher hands it to every consumer: a plain tuple, read only. Not the ORM
-    object (no identity map or change tracking), nor SQLAlchemy's ``Row``, whose attribute access is
-    twenty times slower than a named tuple's, and consumers read several attributes of every event."""
+    """An outbox event as consumers are handed it: a plain tuple, read only. Not the ORM object (no identity
+    map or change tracking), nor SQLAlchemy's ``Row``, whose attribute access is twenty times slower than a
+    named tuple's, and consumers read several attributes of every event."""
 
     id: int
     event_id: uuid.UUID

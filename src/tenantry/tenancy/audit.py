@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.db import scope
 from tenantry.db.upsert import bulk_insert_ignoring_conflicts
-from tenantry.events.models import Event
+from tenantry.events.models import EventRow
 from tenantry.tenancy.models import AuditEntry
 
 CONSUMER = "audit"
@@ -22,7 +22,7 @@ _COLUMNS = (
 _INSERT = bulk_insert_ignoring_conflicts(_TABLE, _COLUMNS)  # type: ignore[arg-type]
 
 
-def _target(event: Event) -> tuple[str | None, str | None]:
+def _target(event: EventRow) -> tuple[str | None, str | None]:
     """What an event is about: its ``target`` when it names one, else the object named by the first part
     of its type (``user.created`` -> user)."""
     named = event.data.get("target")
@@ -35,7 +35,7 @@ def _target(event: Event) -> tuple[str | None, str | None]:
     return kind, None
 
 
-def _entry(event: Event) -> tuple[Any, ...]:
+def _entry(event: EventRow) -> tuple[Any, ...]:
     """An audit row, its values in ``_COLUMNS`` order (the entry takes its event's id)."""
     target_type, target_id = _target(event)
     return (
@@ -44,7 +44,7 @@ def _entry(event: Event) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-async def record(tx: AsyncSession, events: Sequence[Event]) -> None:
+async def record(tx: AsyncSession, events: Sequence[EventRow]) -> None:
     """Outbox consumer: write one audit entry per event; an event seen twice is written once.
     A batch spans organizations, so it writes unscoped."""
     await scope.unscoped(tx)

@@ -28,7 +28,7 @@ from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
 from tenantry.db import scope
 from tenantry.db.upsert import bulk_insert_ignoring_conflicts
-from tenantry.events.models import Event
+from tenantry.events.models import EventRow
 from tenantry.webhooks.events import WEBHOOK_TEST
 from tenantry.webhooks.models import PENDING, Delivery, Endpoint
 from tenantry.webhooks.work import Claimed, Job, Target
@@ -50,7 +50,7 @@ _INSERT = bulk_insert_ignoring_conflicts(_TABLE, _COLUMNS)  # type: ignore[arg-t
 _NOT_LEASED = (None, None)  # (locked_by, locked_until) of a delivery left for whoever claims it
 
 
-def body(event: Event) -> str:
+def body(event: EventRow) -> str:
     """The request body of an event, as Standard Webhooks lays it out."""
     return orjson.dumps(
         {"type": event.type, "timestamp": event.occurred_at.isoformat(), "data": event.data}, default=str
@@ -70,7 +70,7 @@ class _Route:
         self.name = str(self.id)  # as events name it
 
 
-def _wants(route: _Route, event: Event) -> bool:
+def _wants(route: _Route, event: EventRow) -> bool:
     endpoint = route.endpoint
     if event.occurred_at < endpoint.created_at:  # an endpoint hears what happens from its creation on
         return False
@@ -96,7 +96,7 @@ class _Plan:
         self.lease = (deliverer.node_id, self.now + deliverer.config.lease) if deliverer is not None else _NOT_LEASED
         self.lease_ends = time.monotonic() + deliverer.config.lease.total_seconds() if deliverer is not None else 0.0
 
-    def add(self, route: _Route, event: Event, payload: str) -> None:
+    def add(self, route: _Route, event: EventRow, payload: str) -> None:
         deliverer, now, delivery_id = self.deliverer, self.now, new_id()
         held = deliverer is not None and route.room > 0
         row = (delivery_id, event.org_id, route.id, event.event_id, event.type, payload, PENDING, 0, False, now, now)
@@ -114,7 +114,7 @@ class _Plan:
         (self.handed if held else self.hinted).append((claimed, route.target))
 
 
-async def unscoped_fan_out(tx: AsyncSession, events: Sequence[Event], *, deliverer: Deliverer | None = None) -> None:
+async def unscoped_fan_out(tx: AsyncSession, events: Sequence[EventRow], *, deliverer: Deliverer | None = None) -> None:
     """Outbox consumer: one pending delivery per (event, matching enabled endpoint of its organization),
     leased to ``deliverer`` while it has room. A batch spans organizations, so it reads and writes unscoped."""
     org_ids = {event.org_id for event in events if event.org_id is not None}
