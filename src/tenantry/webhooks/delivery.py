@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 import uuid
 from collections import deque
@@ -44,7 +43,7 @@ from tenantry.ratelimit.limiter import Limiter
 from tenantry.webhooks.addresses import make_connector
 from tenantry.webhooks.ledger import Ledger
 from tenantry.webhooks.models import PENDING, Delivery, Endpoint
-from tenantry.webhooks.sending import Outcome, Request, send
+from tenantry.webhooks.sending import Deadlines, Outcome, Request, send
 from tenantry.webhooks.work import Claimed, DeliveryConfig, Job, Result, Target, Targets
 
 log = structlog.get_logger(__name__)
@@ -105,7 +104,11 @@ class Deliverer:
         self._hinted_bytes = 0
         self._full_claim_at = 0.0  # monotonic: a claim by query is due then, even with hints in hand (retries wait)
         self._busy: dict[uuid.UUID, int] = {}  # endpoint -> requests in flight from this process
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # deliveries started and not yet done (each with a sender)
+        self._done = asyncio.Event()  # set as each one is done
+        self._senders: set[asyncio.Task[None]] = set()
+        self._idle: list[asyncio.Future[Job | None]] = []  # senders waiting to be handed a delivery
+        self.deadlines = Deadlines(config.timeout)
         self._wake = asyncio.Event()
         self._accepting = False  # whether the fan-out may hand deliveries over (a loop is there to send them)
         self._stopping = False
@@ -170,7 +173,7 @@ class Deliverer:
     def _room(self, endpoint_id: uuid.UUID | None, *, reserved: int = 0) -> int:
         if not self._accepting:
             return 0
-        overall = 2 * self.config.concurrency - len(self._tasks) - self._queued_count - reserved
+        overall = 2 * self.config.concurrency - self._in_flight - self._queued_count - reserved
         if endpoint_id is None:
             return overall
         queued = self._queued.get(endpoint_id)
@@ -189,35 +192,72 @@ class Deliverer:
         self._start_ready()
 
     def _start_ready(self) -> None:
-        per_endpoint, concurrency = self.config.per_endpoint, self.config.concurrency
-        # A request must end (it times out at the latest) while its lease holds, or another process could
-        # claim and send it at the same time: one held too long is handed back instead.
-        latest = time.monotonic() + self.config.timeout + 2.0
-        for endpoint_id in list(self._queued):
-            queue = self._queued[endpoint_id]
-            while queue and self._busy.get(endpoint_id, 0) < per_endpoint and len(self._tasks) < concurrency:
-                delivery, target = queue.popleft()
-                self._queued_count -= 1
-                if delivery.lease_ends < latest:
-                    self.ledger.record(Result(delivery, target, None))  # due again now, for whoever claims it
-                    continue
-                self._busy[endpoint_id] = self._busy.get(endpoint_id, 0) + 1
-                task = asyncio.create_task(self._deliver(delivery, target))
-                self._tasks.add(task)
-                task.add_done_callback(functools.partial(self._done, endpoint_id))
-            if not queue:
-                del self._queued[endpoint_id]
+        while (job := self._next()) is not None:
+            if self._idle:
+                self._idle.pop().set_result(job)
+            else:
+                sender = asyncio.create_task(self._send(job), name="webhooks.send")
+                self._senders.add(sender)
+                sender.add_done_callback(self._senders.discard)
 
-    def _done(self, endpoint_id: uuid.UUID, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _next(self) -> Job | None:
+        """The next held delivery whose endpoint has a free slot, counted as started; None if none may start now.
+
+        A request must end (it times out at the latest) while its lease holds, or another process could
+        claim and send it at the same time: one held too long is handed back instead, due now for whoever
+        claims it."""
+        if self._in_flight >= self.config.concurrency or not self._queued:
+            return None
+        per_endpoint, latest = self.config.per_endpoint, time.monotonic() + self.config.timeout + 2.0
+        found, emptied = None, []
+        for endpoint_id, queue in self._queued.items():
+            if self._busy.get(endpoint_id, 0) >= per_endpoint:
+                continue
+            while queue and found is None:
+                job = queue.popleft()
+                self._queued_count -= 1
+                if job[0].lease_ends < latest:
+                    self.ledger.record(Result(*job, None))
+                else:
+                    found = job
+            if not queue:
+                emptied.append(endpoint_id)
+            if found is not None:
+                self._busy[endpoint_id] = self._busy.get(endpoint_id, 0) + 1
+                self._in_flight += 1
+                break
+        for endpoint_id in emptied:
+            del self._queued[endpoint_id]
+        return found
+
+    async def _send(self, job: Job | None) -> None:
+        """A sender: delivers one held delivery after another while any may start, then waits to be handed one.
+
+        Long-lived senders, rather than a task per delivery: that task, made and finished for every
+        request, cost more than a tenth of a delivery's CPU."""
+        while job is not None:
+            delivery, target = job
+            try:
+                await self._deliver(delivery, target)
+            except Exception as exc:  # the delivery's lease runs out, and it is sent again
+                log.error("webhooks.delivery_crashed", error=repr(exc))
+            finally:
+                self._release(target.id)
+            job = self._next()
+            if job is None:
+                waiter: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
+                self._idle.append(waiter)
+                job = await waiter
+
+    def _release(self, endpoint_id: uuid.UUID) -> None:
+        """One of ``endpoint_id``'s requests is done: its slot is free."""
+        self._in_flight -= 1
+        self._done.set()
         left = self._busy[endpoint_id] - 1
         if left:
             self._busy[endpoint_id] = left
         else:
             del self._busy[endpoint_id]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhooks.delivery_crashed", error=repr(task.exception()))
-        self._start_ready()
         if len(self._queued.get(endpoint_id, ())) < self.config.per_endpoint:
             # Its queue runs low: claim more while the ones in flight finish. After a claim that found nothing,
             # not at every finished request (each claim is a query): new work wakes the loop itself (a fan-out,
@@ -228,6 +268,22 @@ class Deliverer:
                 self._wake.set()
             elif self._quiet_wake is None:
                 self._quiet_wake = asyncio.get_running_loop().call_later(quiet, self._end_quiet)
+
+    async def _until_done(self) -> None:
+        """Wait till one delivery in flight is done."""
+        self._done.clear()
+        await self._done.wait()
+
+    async def _dismiss(self) -> None:
+        """End the senders: the idle ones now, any still sending (a stop cut short) by cancelling them."""
+        for waiter in self._idle:
+            waiter.set_result(None)
+        self._idle.clear()
+        senders = list(self._senders)
+        for sender in senders:
+            if not sender.done():
+                sender.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
 
     def _end_quiet(self) -> None:
         self._quiet_wake = None
@@ -244,7 +300,7 @@ class Deliverer:
                 ),
                 # One process serves every tenant: no cookie set by one receiver may reach another's.
                 cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None),  # bounded by asyncio.timeout in send()
+                timeout=aiohttp.ClientTimeout(total=None),  # bounded by ``self.deadlines`` in send()
                 auto_decompress=False,
                 trust_env=False,  # no proxy from the environment between us and the address we checked
             )
@@ -278,16 +334,17 @@ class Deliverer:
             while True:
                 found = await self.claim()
                 claimed += found
-                if not found and not self._tasks and not self._queued:
+                if not found and not self._in_flight and not self._queued:
                     break
-                if self._tasks:
-                    await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                if self._in_flight:
+                    await self._until_done()
             await self.ledger.flush()
         finally:
             self._accepting = accepting
         return claimed
 
     async def close(self) -> None:
+        await self._dismiss()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -302,8 +359,8 @@ class Deliverer:
                 self.ledger.record(Result(delivery, target, None))
         self._queued.clear()
         self._queued_count = 0
-        if self._tasks:
-            await asyncio.wait(self._tasks)
+        while self._in_flight:
+            await self._until_done()
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
@@ -477,7 +534,7 @@ class Deliverer:
             self.ledger.record(Result(delivery, target, outcome))
             return
         request = Request(target.url, str(delivery.event_id), delivery.payload, target.signer, target.headers)
-        outcome = await send(self.session, request, time_limit=self.config.timeout, body_limit=self.config.body_limit)
+        outcome = await send(self.session, request, deadlines=self.deadlines, body_limit=self.config.body_limit)
         self.ledger.record(Result(delivery, target, outcome))
 
     async def _rate_wait(self, target: Target) -> float:
