@@ -50,3 +50,4 @@ async def test_a_request_in_flight_outlasting_the_grace_still_finishes_and_is_lo
     (delivery,) = await deliveries(client, org, endpoint)
     assert delivery["status"] == "succeeded"
     assert [a["response_status"] for a in delivery["attempts"]] == [200]
+    assert not [task for task in asyncio.all_tasks() if task.get_name() == "webhooks.send"]  # its senders ended

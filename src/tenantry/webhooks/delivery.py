@@ -361,6 +361,7 @@ class Deliverer:
         self._queued_count = 0
         while self._in_flight:
             await self._until_done()
+        await self._dismiss()  # idle, every one of them, now
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
