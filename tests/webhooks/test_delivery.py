@@ -349,13 +349,19 @@ async def test_a_slow_receiver_never_delays_the_others(
     await receiver.wait_for(lambda: len(receiver.ids("/slow")) == cap + 5, what="the rest")
 
 
+def _limit_per_endpoint(deliverer: Deliverer, per_endpoint: int) -> None:
+    """Shrink a running deliverer's per-endpoint cap (its senders hold a copy), and let it claim only when woken."""
+    deliverer.config = dataclasses.replace(deliverer.config, per_endpoint=per_endpoint, poll_interval=3600.0)
+    deliverer.senders.per_endpoint = per_endpoint
+
+
 async def test_a_backlog_beyond_an_endpoints_room_goes_out_without_waiting_for_the_poll(
     client: httpx.AsyncClient, receiver: Receiver, platform: Platform
 ) -> None:
     """More deliveries than one endpoint may hold: the rest are left for claims, and a claim made while the
     endpoint is full finds none of them. They must still go as slots free up, not at the next poll."""
     deliverer = platform.deliverer
-    deliverer.config = dataclasses.replace(deliverer.config, per_endpoint=2, poll_interval=3600.0)
+    _limit_per_endpoint(deliverer, 2)
     org = await create_org(client)
     endpoint = await add_endpoint(client, org, receiver.route("/hooks", answer(delay=0.05)), event_types=TESTS)
 
@@ -516,7 +522,7 @@ async def test_a_backlog_is_leased_by_id_and_what_another_process_took_meanwhile
     """Deliveries the fan-out had no room for are written unleased and remembered; they are leased later by
     id, as slots free up. One that another process claimed in the meantime is left to it."""
     deliverer = platform.deliverer
-    deliverer.config = dataclasses.replace(deliverer.config, per_endpoint=1, poll_interval=3600.0)
+    _limit_per_endpoint(deliverer, 1)
     org = await create_org(client)
     hold = receiver.hold(200)
     endpoint = await add_endpoint(client, org, receiver.route("/held", hold), event_types=TESTS)

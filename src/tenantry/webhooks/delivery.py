@@ -43,6 +43,7 @@ from tenantry.ratelimit.limiter import Limiter
 from tenantry.webhooks.addresses import make_connector
 from tenantry.webhooks.ledger import Ledger
 from tenantry.webhooks.models import PENDING, Delivery, Endpoint
+from tenantry.webhooks.senders import Senders
 from tenantry.webhooks.sending import Deadlines, Outcome, Request, send
 from tenantry.webhooks.work import Claimed, DeliveryConfig, Job, Result, Target, Targets
 
@@ -93,8 +94,6 @@ class Deliverer:
         self.resolver = resolver
         self.targets = Targets(sealer, config.endpoint_ttl)
         self.ledger = Ledger(db, config=config, node_id=node_id, targets=self.targets)
-        self._queued: dict[uuid.UUID, deque[Job]] = {}  # endpoint -> held, waiting for one of its slots
-        self._queued_count = 0
         self._claiming = 0  # room a claim in progress may fill
         self._backlog = False  # whether the last claim found due deliveries (there may be more)
         self._quiet_until = 0.0  # monotonic: after a claim that found nothing, finished requests don't claim till then
@@ -103,12 +102,15 @@ class Deliverer:
         self._hinted = 0  # how many, and their bodies' bytes
         self._hinted_bytes = 0
         self._full_claim_at = 0.0  # monotonic: a claim by query is due then, even with hints in hand (retries wait)
-        self._busy: dict[uuid.UUID, int] = {}  # endpoint -> requests in flight from this process
-        self._in_flight = 0  # deliveries started and not yet done (each with a sender)
-        self._done = asyncio.Event()  # set as each one is done
-        self._senders: set[asyncio.Task[None]] = set()
-        self._idle: list[asyncio.Future[Job | None]] = []  # senders waiting to be handed a delivery
         self.deadlines = Deadlines(config.timeout)
+        self.senders = Senders(
+            concurrency=config.concurrency,
+            per_endpoint=config.per_endpoint,
+            timeout=config.timeout,
+            deliver=self._deliver,
+            hand_back=self._hand_back,
+            released=self._released,
+        )
         self._wake = asyncio.Event()
         self._accepting = False  # whether the fan-out may hand deliveries over (a loop is there to send them)
         self._stopping = False
@@ -173,92 +175,27 @@ class Deliverer:
     def _room(self, endpoint_id: uuid.UUID | None, *, reserved: int = 0) -> int:
         if not self._accepting:
             return 0
-        overall = 2 * self.config.concurrency - self._in_flight - self._queued_count - reserved
+        senders = self.senders
+        overall = 2 * self.config.concurrency - senders.in_flight - senders.queued - reserved
         if endpoint_id is None:
             return overall
-        queued = self._queued.get(endpoint_id)
-        mine = 2 * self.config.per_endpoint - self._busy.get(endpoint_id, 0) - (len(queued) if queued else 0)
-        return min(overall, mine)
+        return min(overall, 2 * self.config.per_endpoint - senders.held(endpoint_id))
 
     def take(self, jobs: Iterable[Job]) -> None:
         """Hold ``jobs`` (already leased to this process) and start those whose endpoint has a free slot."""
         if self._stopping:  # leased by a fan-out that committed as the stop began: due again, for whoever claims
-            for delivery, target in jobs:
-                self.ledger.record(Result(delivery, target, None))
+            for job in jobs:
+                self._hand_back(job)
             return
-        for job in jobs:
-            self._queued.setdefault(job[1].id, deque()).append(job)
-            self._queued_count += 1
-        self._start_ready()
+        self.senders.hold(jobs)
 
-    def _start_ready(self) -> None:
-        while (job := self._next()) is not None:
-            if self._idle:
-                self._idle.pop().set_result(job)
-            else:
-                sender = asyncio.create_task(self._send(job), name="webhooks.send")
-                self._senders.add(sender)
-                sender.add_done_callback(self._senders.discard)
+    def _hand_back(self, job: Job) -> None:
+        """Give up a held delivery unsent: due again now, for whoever claims it."""
+        self.ledger.record(Result(*job, None))
 
-    def _next(self) -> Job | None:
-        """The next held delivery whose endpoint has a free slot, counted as started; None if none may start now.
-
-        A request must end (it times out at the latest) while its lease holds, or another process could
-        claim and send it at the same time: one held too long is handed back instead, due now for whoever
-        claims it."""
-        if self._in_flight >= self.config.concurrency or not self._queued:
-            return None
-        per_endpoint, latest = self.config.per_endpoint, time.monotonic() + self.config.timeout + 2.0
-        found, emptied = None, []
-        for endpoint_id, queue in self._queued.items():
-            if self._busy.get(endpoint_id, 0) >= per_endpoint:
-                continue
-            while queue and found is None:
-                job = queue.popleft()
-                self._queued_count -= 1
-                if job[0].lease_ends < latest:
-                    self.ledger.record(Result(*job, None))
-                else:
-                    found = job
-            if not queue:
-                emptied.append(endpoint_id)
-            if found is not None:
-                self._busy[endpoint_id] = self._busy.get(endpoint_id, 0) + 1
-                self._in_flight += 1
-                break
-        for endpoint_id in emptied:
-            del self._queued[endpoint_id]
-        return found
-
-    async def _send(self, job: Job | None) -> None:
-        """A sender: delivers one held delivery after another while any may start, then waits to be handed one.
-
-        Long-lived senders, rather than a task per delivery: that task, made and finished for every
-        request, cost more than a tenth of a delivery's CPU."""
-        while job is not None:
-            delivery, target = job
-            try:
-                await self._deliver(delivery, target)
-            except Exception as exc:  # the delivery's lease runs out, and it is sent again
-                log.error("webhooks.delivery_crashed", error=repr(exc))
-            finally:
-                self._release(target.id)
-            job = self._next()
-            if job is None:
-                waiter: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
-                self._idle.append(waiter)
-                job = await waiter
-
-    def _release(self, endpoint_id: uuid.UUID) -> None:
-        """One of ``endpoint_id``'s requests is done: its slot is free."""
-        self._in_flight -= 1
-        self._done.set()
-        left = self._busy[endpoint_id] - 1
-        if left:
-            self._busy[endpoint_id] = left
-        else:
-            del self._busy[endpoint_id]
-        if len(self._queued.get(endpoint_id, ())) < self.config.per_endpoint:
+    def _released(self, endpoint_id: uuid.UUID) -> None:
+        """One of ``endpoint_id``'s requests is done."""
+        if self.senders.queued_for(endpoint_id) < self.config.per_endpoint:
             # Its queue runs low: claim more while the ones in flight finish. After a claim that found nothing,
             # not at every finished request (each claim is a query): new work wakes the loop itself (a fan-out,
             # a retry by hand), and what a full endpoint kept out of that claim is looked for once that quiet
@@ -268,22 +205,6 @@ class Deliverer:
                 self._wake.set()
             elif self._quiet_wake is None:
                 self._quiet_wake = asyncio.get_running_loop().call_later(quiet, self._end_quiet)
-
-    async def _until_done(self) -> None:
-        """Wait till one delivery in flight is done."""
-        self._done.clear()
-        await self._done.wait()
-
-    async def _dismiss(self) -> None:
-        """End the senders: the idle ones now, any still sending (a stop cut short) by cancelling them."""
-        for waiter in self._idle:
-            waiter.set_result(None)
-        self._idle.clear()
-        senders = list(self._senders)
-        for sender in senders:
-            if not sender.done():
-                sender.cancel()
-        await asyncio.gather(*senders, return_exceptions=True)
 
     def _end_quiet(self) -> None:
         self._quiet_wake = None
@@ -334,17 +255,17 @@ class Deliverer:
             while True:
                 found = await self.claim()
                 claimed += found
-                if not found and not self._in_flight and not self._queued:
+                if not found and not self.senders.in_flight and not self.senders.queued:
                     break
-                if self._in_flight:
-                    await self._until_done()
+                if self.senders.in_flight:
+                    await self.senders.until_done()
             await self.ledger.flush()
         finally:
             self._accepting = accepting
         return claimed
 
     async def close(self) -> None:
-        await self._dismiss()
+        await self.senders.dismiss()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -354,14 +275,11 @@ class Deliverer:
         if self._quiet_wake is not None:
             self._quiet_wake.cancel()
             self._quiet_wake = None
-        for queue in self._queued.values():  # held but not started: handed back, due now for whoever claims them
-            for delivery, target in queue:
-                self.ledger.record(Result(delivery, target, None))
-        self._queued.clear()
-        self._queued_count = 0
-        while self._in_flight:
-            await self._until_done()
-        await self._dismiss()  # idle, every one of them, now
+        for job in self.senders.unstarted():  # held but not started: handed back
+            self._hand_back(job)
+        while self.senders.in_flight:
+            await self.senders.until_done()
+        await self.senders.dismiss()  # idle, every one of them, now
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
@@ -406,7 +324,7 @@ class Deliverer:
         return len(jobs)
 
     def _due(self, now: datetime) -> Any:
-        full = [e for e in set(self._busy) | set(self._queued) if self._room(e) <= 0]
+        full = [e for e in self.senders.endpoints() if self._room(e) <= 0]
         condition = and_(
             Delivery.status == PENDING,
             Delivery.next_attempt_at <= now,
@@ -516,7 +434,8 @@ class Deliverer:
 
     # -- sending -------------------------------------------------------------------------------------
 
-    async def _deliver(self, delivery: Claimed, target: Target) -> None:
+    async def _deliver(self, job: Job) -> None:
+        delivery, target = job
         while target.rate_limit and (wait := await self._rate_wait(target)) > 0:
             # Not worth holding a slot for, or the turn would come too late for a request to end within the
             # lease (another process could claim and send it meanwhile): hand it back, due when the limit allows.
