@@ -58,6 +58,35 @@ async def test_a_transaction_takes_one_trip_per_statement_and_one_to_end(db: Dat
     assert trips == []  # nothing ran: nothing to begin or end
 
 
+async def test_ending_a_transaction_that_is_over_takes_no_trip(db: Database, trips: list[str]) -> None:
+    """The pool resets a reader as it comes back: after a session that committed, there is nothing to roll back."""
+    async with db.reader.connect():  # opened once (its setup takes trips of its own), then pooled
+        pass
+    async with db.read() as session:
+        trips.clear()
+        assert (await session.execute(text("SELECT count(*) FROM item"))).scalar() == 0
+    assert trips == ["_execute", "commit"]  # no "rollback" after it (3 trips before)
+
+    trips.clear()
+    async with db.reader.connect() as connection:  # the same connection again: its transaction was ended
+        assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
+        await connection.commit()
+        assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
+    assert trips == ["_execute", "commit", "_execute", "rollback"]  # the second read's transaction is ended
+
+
+async def test_a_failed_statement_still_has_its_transaction_ended(db: Database, trips: list[str]) -> None:
+    async with db.core_transaction() as connection:
+        await connection.execute(text("INSERT INTO item (name) VALUES ('one')"))
+    trips.clear()
+    with pytest.raises(IntegrityError):
+        async with db.core_transaction() as connection:
+            await connection.execute(text("INSERT INTO item (name) VALUES ('one')"))  # BEGIN went, the INSERT failed
+    assert trips == ["_execute", "rollback"]
+    async with db.core_transaction() as connection:  # nothing was left open: the writer can begin again
+        await connection.execute(text("INSERT INTO item (name) VALUES ('two')"))
+
+
 async def test_a_read_transaction_sees_one_snapshot_though_its_begin_went_with_its_first_statement(
     db: Database,
 ) -> None:

@@ -6,8 +6,9 @@ loop's time, far more than SQLite's own work for the statements of a request. SQ
 adapter makes four such trips per statement: open a cursor, execute, fetch the rows, close the cursor.
 This adapter does the four in one function sent to the connection's thread, and sends a transaction's
 ``BEGIN`` along with its first statement (a transaction that runs none ends without a trip), so a
-sign-in's 21 trips become 6. Everything else (the connection, its thread, errors, streaming results)
-is SQLAlchemy's adapter unchanged.
+sign-in's 21 trips become 6. Each trip also brings back whether a transaction is open, so a COMMIT or
+ROLLBACK with nothing to end (the pool's reset after a read that committed) takes no trip either.
+Everything else (the connection, its thread, errors, streaming results) is SQLAlchemy's adapter unchanged.
 
 It relies on two internals of aiosqlite (``Connection._execute``, which runs a function on the
 connection's thread, and ``Connection._conn``, the sqlite3 connection there); requirements.lock pins
@@ -27,8 +28,9 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_dbapi,
 )
 
-# What one statement leaves behind: its result columns, its rows (when it has columns), lastrowid, rowcount.
-_Outcome = tuple[Any, list[Any] | None, int | None, int]
+# What one statement leaves behind: its result columns, its rows (when it has columns), lastrowid, rowcount,
+# and whether a transaction is open after it.
+_Outcome = tuple[Any, list[Any] | None, int | None, int, bool]
 
 
 # What SQLAlchemy issues to open a transaction (see tenantry.db.engine): held back until a statement follows.
@@ -52,7 +54,7 @@ def _execute(
             cursor.execute(operation, parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else None
-        return description, rows, cursor.lastrowid, cursor.rowcount
+        return description, rows, cursor.lastrowid, cursor.rowcount, connection.in_transaction
     finally:
         cursor.close()
 
@@ -73,7 +75,7 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
         self._keep(adapted.trip(operation, seq_of_parameters, many=True))
 
     def _keep(self, outcome: _Outcome) -> None:
-        description, rows, lastrowid, rowcount = outcome
+        description, rows, lastrowid, rowcount, _ = outcome
         self.description = description
         if description:
             self._rows = deque(rows or ())
@@ -83,11 +85,13 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class _Connection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("_begin",)
+    __slots__ = ("_begin", "_open")
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._begin: str | None = None  # a BEGIN not sent yet: it goes with the next statement
+        # Whether a transaction may be open on the connection (as its thread last said; True when unknown).
+        self._open = True
 
     def trip(self, operation: str, parameters: Any, *, many: bool = False) -> _Outcome:
         """Run one statement on the connection's thread, in one trip, with the ``BEGIN`` held back for it."""
@@ -97,7 +101,9 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
             running = connection._execute(_execute, connection._conn, begin, operation, parameters, many)  # type: ignore[no-untyped-call]
             outcome: _Outcome = self.await_(running)
         except Exception as error:
+            self._open = True  # the BEGIN may have gone through before the statement failed
             self._handle_exception(error)
+        self._open = outcome[4]
         return outcome
 
     def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
@@ -108,17 +114,18 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         if self._begin is not None:
             begin, self._begin = self._begin, None
             self.trip(begin, None)
+        self._open = True  # its statements run without a word to this adapter
         return super().cursor(server_side)
 
     def commit(self) -> None:
-        if self._begin is None:
+        if self._begin is None and self._open:
             super().commit()
-        self._begin = None  # a transaction that ran nothing: nothing to end
+        self._begin, self._open = None, False  # a transaction that ran nothing, or none: nothing to end
 
     def rollback(self) -> None:
-        if self._begin is None:
+        if self._begin is None and self._open:
             super().rollback()
-        self._begin = None
+        self._begin, self._open = None, False
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
