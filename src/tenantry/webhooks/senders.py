@@ -3,7 +3,8 @@
 At most ``per_endpoint`` requests are in flight to one endpoint, and ``concurrency`` in all: a slow
 receiver fills its own slots, never the others'. Senders live as long as there is work: one that
 finishes a request takes the next delivery that may start, and waits to be handed one when none
-may. A task made and finished for every request cost more than a tenth of a delivery's CPU.
+may. A task made and finished for every request cost about 14 µs of CPU a request in a
+microbenchmark against the bench's receiver, some 7 % of a whole delivery.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Senders:
         return self._busy.get(endpoint_id, 0) + (len(queue) if queue else 0)
 
     def queued_for(self, endpoint_id: uuid.UUID) -> int:
+        """How many of ``endpoint_id``'s deliveries wait here for a slot."""
         queue = self._queued.get(endpoint_id)
         return len(queue) if queue else 0
 

@@ -4,8 +4,9 @@ Whatever happens (an answer, a timeout, a refused or unsafe address) becomes an 
 the attempt log keeps; nothing here raises for the receiver's behaviour.
 
 Time limits are kept by ``Deadlines``, one timer for every request in flight, rather than by a timer
-per request (aiohttp's ``timeout=``, or ``asyncio.timeout``): making and cancelling a timer on
-uvloop cost about 10 µs a request, more than signing and logging it.
+per request (aiohttp's ``timeout=``, or ``asyncio.timeout``): in a microbenchmark against the bench's
+receiver, a timer made and cancelled for each request cost about 10 µs of CPU a request on uvloop, three
+times what signing it costs.
 """
 
 from __future__ import annotations
