@@ -10,7 +10,7 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tenantry.db import migrate
@@ -56,6 +56,22 @@ async def test_a_transaction_takes_one_trip_per_statement_and_one_to_end(db: Dat
     async with db.core_transaction():
         pass
     assert trips == []  # nothing ran: nothing to begin or end
+
+
+async def test_a_transactions_begin_is_held_back_without_a_statement_of_its_own(db: Database) -> None:
+    """SQLAlchemy sees the transaction's statements only: its BEGIN goes to the driver, for the first of them."""
+    statements: list[str] = []
+
+    def seen(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.writer.sync_engine, "before_cursor_execute", seen)
+    async with db.core_transaction() as connection:
+        await connection.execute(text("INSERT INTO item (name) VALUES ('one')"))
+    event.remove(db.writer.sync_engine, "before_cursor_execute", seen)
+    assert statements == ["INSERT INTO item (name) VALUES ('one')"]
+    async with db.reader.connect() as connection:  # and it was a transaction: committed, seen by a reader
+        assert (await connection.execute(text("SELECT name FROM item"))).scalar() == "one"
 
 
 async def test_ending_a_transaction_that_is_over_takes_no_trip(db: Database, trips: list[str]) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from tenantry.db.sqlite import OneTripDBAPI
+from tenantry.db.sqlite import OneTripConnection, OneTripDBAPI
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +109,11 @@ def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+        adapted = connection.connection.dbapi_connection
+        if isinstance(adapted, OneTripConnection):
+            adapted.hold_begin(begin)  # sent with the transaction's first statement, as it would be anyway
+        else:
+            connection.exec_driver_sql(begin)
 
 
 def _configure_postgresql(engine: AsyncEngine, *, role: str) -> None:

@@ -63,7 +63,7 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
     __slots__ = ()
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
-        adapted: _Connection = self._adapt_connection  # type: ignore[assignment]
+        adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
         if not parameters and operation in _BEGINS:
             adapted._begin = operation
             self.description, self.lastrowid, self.rowcount = None, -1, -1
@@ -71,7 +71,7 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
         self._keep(adapted.trip(operation, parameters))
 
     def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
-        adapted: _Connection = self._adapt_connection  # type: ignore[assignment]
+        adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
         self._keep(adapted.trip(operation, seq_of_parameters, many=True))
 
     def _keep(self, outcome: _Outcome) -> None:
@@ -84,7 +84,7 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
             self.lastrowid, self.rowcount = lastrowid, rowcount  # type: ignore[assignment]
 
 
-class _Connection(AsyncAdapt_aiosqlite_connection):
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ("_begin", "_open")
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
@@ -105,6 +105,10 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
             self._handle_exception(error)
         self._open = outcome[4]
         return outcome
+
+    def hold_begin(self, begin: str) -> None:
+        """Open a transaction with ``begin``, sent along with its first statement (none: no trip at all)."""
+        self._begin = begin
 
     def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
         if not server_side:
@@ -134,6 +138,6 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     def __init__(self) -> None:
         super().__init__(aiosqlite, sqlite3)
 
-    def connect(self, *arg: Any, **kw: Any) -> _Connection:
+    def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
         adapted = super().connect(*arg, **kw)
-        return _Connection(self, adapted._connection)
+        return OneTripConnection(self, adapted._connection)
