@@ -65,7 +65,7 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
     def execute(self, operation: Any, parameters: Any = None) -> Any:
         adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
         if not parameters and operation in _BEGINS:
-            adapted._begin = operation
+            adapted.hold_begin(operation)
             self.description, self.lastrowid, self.rowcount = None, -1, -1
             return
         self._keep(adapted.trip(operation, parameters))
