@@ -70,7 +70,7 @@ class Recorder:
         self.handed = asyncio.Event()  # set once events have been handed over
 
     async def __call__(self, tx: AsyncSession, events: Sequence[EventRow]) -> None:
-        self.seen += [e.data["n"] for e in events]
+        self.seen += [e.data.get("n") for e in events]
         self.handed.set()
 
 
@@ -329,6 +329,77 @@ async def test_events_of_a_transaction_that_failed_to_commit_are_handed_over_aga
     await dispatcher.drain()
 
     assert recorder.seen == [0, 1, 2, 0, 1, 2]  # rolled back, so handed over again: none skipped
+
+
+def _cursor_update(statement: str, _parameters: Any) -> bool:
+    return statement.lstrip().upper().startswith("UPDATE EVENTS_CONSUMER")
+
+
+async def test_consumers_at_the_same_place_are_handed_a_batch_in_one_transaction(db: Database) -> None:
+    first, second = Recorder(), Recorder()
+    dispatcher = Dispatcher(db, node_id="test")
+    dispatcher.register("first", first)
+    dispatcher.register("second", second)
+    await dispatcher.drain()  # both take their lease
+    async with db.transaction() as tx:
+        for n in range(3):
+            await emit(tx, EVENT, data={"n": n})
+
+    with recorded([db.writer], _cursor_update) as updates, recorded([db.writer], _batch_read) as reads:
+        assert await dispatcher.run_once() is True
+
+    assert first.seen == second.seen == [0, 1, 2]
+    assert len(reads) == 1
+    assert len(updates) == 1  # both cursors moved by one statement (one each when stepped apart)
+    async with db.read() as tx:
+        positions = dict((await tx.execute(select(ConsumerCursor.name, ConsumerCursor.position))).tuples().all())
+    async with db.read() as tx:
+        newest = await tx.scalar(select(func.max(OutboxEvent.id)))
+    assert positions == {"first": newest, "second": newest}
+
+
+class Failing(Recorder):
+    """A consumer that writes an event of its own for each it is handed (but its own), then fails, for as
+    long as ``failing`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = True
+
+    async def __call__(self, tx: AsyncSession, events: Sequence[EventRow]) -> None:
+        for event in events:
+            if "n" in event.data:
+                await emit(tx, EVENT, data={"echo": event.data["n"]})
+        if self.failing:
+            raise RuntimeError("the consumer failed")
+        await super().__call__(tx, events)
+
+
+async def test_a_failing_consumer_holds_back_only_itself(db: Database) -> None:
+    failing, other = Failing(), Recorder()
+    dispatcher = Dispatcher(db, node_id="test")
+    dispatcher.register("failing", failing)  # first: stepped alone, the one after it still goes
+    dispatcher.register("other", other)
+    failing.failing = False
+    await dispatcher.drain()  # both hold their lease, at the same place
+    failing.failing = True
+    async with db.transaction() as tx:
+        await emit(tx, EVENT, data={"n": 1})
+
+    with pytest.raises(RuntimeError, match="the consumer failed"):
+        await dispatcher.run_once()
+
+    assert other.seen == [1]
+    assert await _count(db, OutboxEvent) == 1  # the failing consumer's own write was rolled back
+    async with db.read() as tx:
+        positions = dict((await tx.execute(select(ConsumerCursor.name, ConsumerCursor.position))).tuples().all())
+    assert positions["failing"] < positions["other"]
+
+    failing.failing = False
+    await dispatcher.drain()
+
+    assert failing.seen == [1, None]  # its event, then its own echo of it
+    assert other.seen == [1, None]  # nothing twice
 
 
 async def test_platform_events_reach_the_audit_log_once(client: httpx.AsyncClient, platform: Platform) -> None:

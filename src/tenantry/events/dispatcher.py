@@ -10,6 +10,12 @@ Only the process holding a consumer's lease reads for it, so several ``serve`` o
 processes may run dispatchers side by side. A lease is renewed when a third of it has passed, not on
 every pass; each pass's cursor update names its owner, so a process whose lease was taken from it
 (it stalled past the lease) commits nothing it handled meanwhile.
+
+Consumers at the same place (the usual case, once they have caught up) are handed each batch in one
+transaction, with one cursor update for all of them: a pass then costs one transaction rather than
+one per consumer, which is most of what dispatching a sign-in's event costs. If any part of that
+fails, nothing of it commits and each consumer is stepped in a transaction of its own, so a failing
+consumer holds back only itself.
 """
 
 from __future__ import annotations
@@ -153,13 +159,38 @@ class Dispatcher:
         return found
 
     async def _pass(self) -> tuple[bool, bool]:
-        """One pass over the consumers: whether any found events, and whether any found a full batch."""
+        """One pass over the consumers: whether any found events, and whether any found a full batch. A
+        consumer whose step fails holds back only itself; the pass raises its error once the others are done."""
         found = full = False
         seen = _Pass()
-        for consumer in self._consumers.values():
-            handed = await self._step(consumer, seen)
+        alone = list(self._consumers.values())
+        together = self._in_step(alone)
+        if len(together) > 1:
+            handed = await self._step_together(together, seen)
+            if handed is not None:
+                found, full = handed > 0, handed >= self.batch_size
+                alone = [consumer for consumer in alone if consumer not in together]
+        failure: Exception | None = None
+        for consumer in alone:
+            try:
+                handed = await self._step(consumer, seen)
+            except Exception as error:  # the consumers after it still go: the first failure is raised at the end
+                failure = failure or error
+                continue
             found, full = found or handed > 0, full or handed >= self.batch_size
+        if failure is not None:
+            raise failure
         return found, full
+
+    def _in_step(self, consumers: Sequence[_Consumer]) -> list[_Consumer]:
+        """The most consumers at one place with no gap and no lease to renew: the usual case, once every
+        consumer has caught up. They need one batch, read once, and one cursor update, in one transaction."""
+        places: dict[int, list[_Consumer]] = {}
+        for consumer in consumers:
+            if not consumer.gaps and not self._lease_due(consumer):
+                assert consumer.high is not None
+                places.setdefault(consumer.high, []).append(consumer)
+        return max(places.values(), key=len, default=[])
 
     async def _ensure_cursors(self) -> None:
         async with self.db.transaction() as session:
@@ -199,7 +230,7 @@ class Dispatcher:
                 if events:
                     await consumer.handler(session, events)
                     self._track(consumer, events)
-                await self._save(connection, consumer)
+                await self._save(connection, [consumer])
         except BaseException:
             # Nothing of this pass committed (the save or the commit itself may be what failed): what it
             # tracked in memory must not stand, or the next pass would read past events never handled.
@@ -259,25 +290,55 @@ class Dispatcher:
                 previous = event.id
         consumer.high = previous
 
-    async def _save(self, connection: AsyncConnection, consumer: _Consumer) -> None:
-        """Store the position, if it moved, as this process's: raises ``LeaseLost`` (and the pass rolls
-        back) if another process holds the consumer now."""
-        position = consumer.position()
-        if position == consumer.saved:
+    async def _step_together(self, group: Sequence[_Consumer], seen: _Pass) -> int | None:
+        """Hand every consumer of ``group`` (see ``_in_step``) the same batch in one transaction; how many
+        events each was handed. ``None`` if any of it failed: then nothing of it committed, what the consumers
+        tracked is as before, and the caller steps each on its own, so that a failing handler holds back its
+        own consumer only."""
+        if await self._nothing_new(group[0], seen):
+            return 0
+        before = [(consumer.high, consumer.saved) for consumer in group]
+        try:
+            async with self.db.transaction() as session:
+                connection = await session.connection()
+                events = await self._fetch(connection, group[0], seen)
+                if events:
+                    for consumer in group:
+                        await consumer.handler(session, events)
+                        self._track(consumer, events)
+                await self._save(connection, group)
+        except BaseException as error:
+            for consumer, (high, saved) in zip(group, before, strict=True):
+                consumer.high, consumer.gaps, consumer.saved = high, {}, saved
+            if not isinstance(error, Exception):
+                raise
+            log.debug("dispatcher.shared_step_failed", consumers=[consumer.name for consumer in group], exc_info=True)
+            return None
+        return len(events)
+
+    async def _save(self, connection: AsyncConnection, consumers: Sequence[_Consumer]) -> None:
+        """Store the position of ``consumers`` (all at the same one), if it moved, as this process's: raises
+        ``LeaseLost`` (and the pass rolls back) if another process holds any of them now."""
+        position = consumers[0].position()
+        moved = [consumer for consumer in consumers if consumer.saved != position]
+        if not moved:
             return
         columns = _CURSORS.c
+        names = [consumer.name for consumer in moved]
         result = await connection.execute(
             update(_CURSORS)
-            .where(columns.name == consumer.name, columns.owner == self.node_id)
+            .where(columns.name.in_(names), columns.owner == self.node_id)
             .values(position=position, updated_at=utcnow())
         )
-        if result.rowcount != 1:
-            raise LeaseLost(consumer.name)
-        consumer.saved = position
+        if result.rowcount != len(moved):
+            raise LeaseLost(names)
+        for consumer in moved:
+            consumer.saved = position
 
 
 class LeaseLost(RuntimeError):
     """Another process took a consumer's lease while this one was handling a batch (it stalled past the lease)."""
 
-    def __init__(self, consumer: str) -> None:
-        super().__init__(f"the lease of consumer {consumer!r} was taken by another process")
+    def __init__(self, consumers: Sequence[str]) -> None:
+        names = ", ".join(repr(name) for name in consumers)
+        super().__init__(f"the lease of {names} was taken by another process")
