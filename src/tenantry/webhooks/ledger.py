@@ -10,6 +10,7 @@ are kept and written on the next round; until then the leases keep others from s
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from datetime import datetime, timedelta
@@ -74,12 +75,20 @@ class Ledger:
         self.node_id = node_id
         self.targets = targets
         self._results: list[Result] = []
+        self._recorded = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._results)
 
     def record(self, result: Result) -> None:
         self._results.append(result)
+        self._recorded.set()
+
+    async def wait(self) -> None:
+        """Return once a result waits to be written (at once if one does)."""
+        if not self._results:
+            self._recorded.clear()
+            await self._recorded.wait()
 
     async def flush(self) -> None:
         """Write the results gathered so far, in one transaction. On failure they are kept for the next call."""
