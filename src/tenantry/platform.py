@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from tenantry.db.engine import Database
 from tenantry.events.dispatcher import Dispatcher
 from tenantry.events.jobs import JobRunner
+from tenantry.events.outbox import NEWEST_EVENT
 from tenantry.events.retention import Sweeper, forget_finished_jobs, forget_old_events
 from tenantry.http.client_ip import parse_networks
 from tenantry.identity.auth import Authenticator
@@ -159,7 +160,7 @@ class Platform:
 
     def _wake(self, info: dict[str, Any]) -> None:
         if info.get("events"):
-            self.dispatcher.wake()
+            self.dispatcher.wake(newest=info.get(NEWEST_EVENT))
         if info.get("jobs"):
             self.jobs.wake()
         if info.get(fanout.HANDED):

@@ -21,7 +21,7 @@ from tenantry.db.engine import Database
 from tenantry.events.dispatcher import Dispatcher, LeaseLost
 from tenantry.events.jobs import JobRunner, enqueue
 from tenantry.events.models import ConsumerCursor, EventRow, Job, OutboxEvent
-from tenantry.events.outbox import emit
+from tenantry.events.outbox import NEWEST_EVENT, emit
 from tenantry.platform import Platform
 from tenantry.tenancy.models import AuditEntry
 from tests.factories.identity import signed_in
@@ -356,6 +356,45 @@ async def test_consumers_at_the_same_place_are_handed_a_batch_in_one_transaction
     async with db.read() as tx:
         newest = await tx.scalar(select(func.max(OutboxEvent.id)))
     assert positions == {"first": newest, "second": newest}
+
+
+def _newest_read(statement: str, _parameters: Any) -> bool:
+    return "max(events_outbox.id)" in statement
+
+
+async def test_a_pass_after_this_process_committed_events_does_not_look_for_them_first(
+    database_url: str, db: Database
+) -> None:
+    """A commit that wrote events wakes the dispatcher with the highest id it wrote: the pass that follows
+    knows there is something to read, without asking the read pool. Events of another process are looked
+    for as before."""
+    recorder = Recorder()
+    dispatcher = Dispatcher(db, node_id="test")
+    dispatcher.register("recorder", recorder)
+    db.on_commit(lambda info: dispatcher.wake(newest=info.get(NEWEST_EVENT)))
+    await dispatcher.drain()
+    async with db.core_transaction() as tx:
+        await emit(tx, EVENT, data={"n": 1})
+        await emit(tx, EVENT, data={"n": 2})
+
+    with recorded([db.reader], _newest_read) as looks:
+        assert await dispatcher.run_once() is True
+    assert recorder.seen == [1, 2]
+    assert looks == []
+
+    elsewhere = Database(database_url)  # another process's commits do not wake this dispatcher
+    try:
+        async with elsewhere.transaction() as tx:
+            await emit(tx, EVENT, data={"n": 3})
+    finally:
+        await elsewhere.dispose()
+    with recorded([db.reader], _newest_read) as looks:
+        assert await dispatcher.run_once() is True
+    assert recorder.seen == [1, 2, 3]
+    assert len(looks) == 1
+    with recorded([db.reader], _newest_read) as looks:
+        assert await dispatcher.run_once() is False  # nothing new: found out on the read pool alone
+    assert len(looks) == 1
 
 
 class Failing(Recorder):

@@ -32,7 +32,7 @@ from tenantry.db.sqlite import OneTripConnection, OneTripDBAPI
 log = structlog.get_logger(__name__)
 
 # Keys that services set in ``info`` to say what a transaction wrote (see ``on_commit``).
-MARKS = ("events", "jobs")
+MARKS = ("events", "newest_event", "jobs")
 
 # What a service may write through: an ORM session, or a bare connection on hot paths.
 Writer = AsyncSession | AsyncConnection

@@ -102,13 +102,17 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._busy_at = 0.0  # monotonic time of the last pass that found events
+        self._committed = 0  # the highest outbox id this process is known to have committed
 
     def register(self, name: str, handler: Handler) -> None:
         """Add a consumer. Its handler runs in the transaction that also advances its cursor."""
         self._consumers[name] = _Consumer(name, handler)
 
-    def wake(self) -> None:
-        """Look at the outbox now rather than at the next poll (called after commits that wrote events)."""
+    def wake(self, newest: int | None = None) -> None:
+        """Look at the outbox now rather than at the next poll (called after commits that wrote events,
+        with the highest outbox id they wrote when it is known)."""
+        if newest is not None and newest > self._committed:
+            self._committed = newest
         self._wake.set()
 
     def request_stop(self) -> None:
@@ -202,6 +206,8 @@ class Dispatcher:
         if consumer.gaps or self._lease_due(consumer):
             return False
         assert consumer.high is not None
+        if self._committed > consumer.high:
+            return False  # this process committed events past it: no need to look (the usual wake-up)
         if seen.newest is None:
             async with self.db.reader.connect() as connection:
                 seen.newest = (await connection.execute(select(func.max(_OUTBOX.c.id)))).scalar() or 0

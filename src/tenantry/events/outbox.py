@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import CursorResult, insert
 
 from tenantry.core.clock import utcnow
 from tenantry.core.context import Actor
@@ -13,6 +13,9 @@ from tenantry.core.ids import new_id
 from tenantry.db.engine import Writer
 from tenantry.events.catalog import EVENT_TYPES
 from tenantry.events.models import OutboxEvent
+
+# The ``info`` key of a transaction that wrote events: the highest outbox id it wrote (see Dispatcher.wake).
+NEWEST_EVENT = "newest_event"
 
 
 async def emit(
@@ -32,7 +35,7 @@ async def emit(
         raise KeyError(f"unknown event type {type!r}")
     actor = actor or Actor.system()
     event_id = new_id()
-    await session.execute(
+    result = await session.execute(
         insert(OutboxEvent.__table__),  # type: ignore[arg-type]
         {
             "event_id": event_id,
@@ -47,4 +50,7 @@ async def emit(
         },
     )
     session.info["events"] = True
+    key = result.inserted_primary_key if isinstance(result, CursorResult) else None
+    if key and key[0] is not None:  # the outbox id: SQLite's last row id, PostgreSQL's RETURNING
+        session.info[NEWEST_EVENT] = max(session.info.get(NEWEST_EVENT, 0), key[0])
     return event_id
