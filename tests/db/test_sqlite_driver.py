@@ -44,13 +44,14 @@ async def test_a_transaction_takes_one_trip_per_statement_and_one_to_end(db: Dat
     async with db.reader.connect() as connection:
         trips.clear()
         assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
-    assert trips == ["_execute", "rollback"]  # BEGIN with the SELECT, then the pool's reset (4 + 4 + 1 before)
+    assert trips == ["execute_in_thread", "rollback"]  # BEGIN with the SELECT, then the pool's reset (4 + 4 + 1 before)
 
     trips.clear()
     async with db.core_transaction() as connection:
         await connection.execute(text("INSERT INTO item (name) VALUES ('one')"))
         await connection.execute(text("INSERT INTO item (name) VALUES ('two')"))
-    assert trips == ["_execute", "_execute", "commit"]  # BEGIN IMMEDIATE with the first INSERT, the second, COMMIT
+    # BEGIN IMMEDIATE with the first INSERT, the second, COMMIT
+    assert trips == ["execute_in_thread", "execute_in_thread", "commit"]
 
     trips.clear()
     async with db.core_transaction():
@@ -81,14 +82,15 @@ async def test_ending_a_transaction_that_is_over_takes_no_trip(db: Database, tri
     async with db.read() as session:
         trips.clear()
         assert (await session.execute(text("SELECT count(*) FROM item"))).scalar() == 0
-    assert trips == ["_execute", "commit"]  # no "rollback" after it (3 trips before)
+    assert trips == ["execute_in_thread", "commit"]  # no "rollback" after it (3 trips before)
 
     trips.clear()
     async with db.reader.connect() as connection:  # the same connection again: its transaction was ended
         assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
         await connection.commit()
         assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
-    assert trips == ["_execute", "commit", "_execute", "rollback"]  # the second read's transaction is ended
+    # the second read's transaction is ended
+    assert trips == ["execute_in_thread", "commit", "execute_in_thread", "rollback"]
 
 
 async def test_a_failed_statement_still_has_its_transaction_ended(db: Database, trips: list[str]) -> None:
@@ -98,7 +100,7 @@ async def test_a_failed_statement_still_has_its_transaction_ended(db: Database, 
     with pytest.raises(IntegrityError):
         async with db.core_transaction() as connection:
             await connection.execute(text("INSERT INTO item (name) VALUES ('one')"))  # BEGIN went, the INSERT failed
-    assert trips == ["_execute", "rollback"]
+    assert trips == ["execute_in_thread", "rollback"]
     async with db.core_transaction() as connection:  # nothing was left open: the writer can begin again
         await connection.execute(text("INSERT INTO item (name) VALUES ('two')"))
 

@@ -8,6 +8,7 @@ PostgreSQL both roles share one pool.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from tenantry.db.direct import Direct, DirectPool
 from tenantry.db.sqlite import OneTripConnection, OneTripDBAPI
 
 log = structlog.get_logger(__name__)
@@ -135,12 +137,16 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False, role: str | None = None) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # The turns of this process's write transactions on SQLite (see tenantry.db.direct).
+        self.gate = asyncio.Lock()
+        self._direct: DirectPool | None = None
         if self.is_sqlite:
             path = _sqlite_path(url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
             # One trip to the driver's thread per statement rather than four (see tenantry.db.sqlite).
-            driver = {"module": OneTripDBAPI()} if make_url(url).get_driver_name() == "aiosqlite" else {}
+            aiosqlite = make_url(url).get_driver_name() == "aiosqlite"
+            driver = {"module": OneTripDBAPI()} if aiosqlite else {}
             # Every write transaction ends in an explicit COMMIT or ROLLBACK, so the pool's own reset
             # on return would only cost another trip to the driver's thread.
             self.writer = _engine(
@@ -150,6 +156,9 @@ class Database:
             self.reader = _engine(url, echo=echo, pool_size=8, max_overflow=8, **driver)
             _configure_sqlite(self.writer, begin="BEGIN IMMEDIATE")
             _configure_sqlite(self.reader, begin="BEGIN")
+            # Hot statements on connections of our own (with echo on, all go through SQLAlchemy, to be seen).
+            if aiosqlite and path is not None and not echo:
+                self._direct = DirectPool(path, self.writer.dialect, gate=self.gate, wal=_switch_to_wal)
         else:
             self.writer = _engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=False)
             self.reader = self.writer
@@ -167,15 +176,27 @@ class Database:
         """
         self._after_commit.append(callback)
 
+    def _committed(self, info: dict[str, Any]) -> None:
+        for callback in self._after_commit:
+            callback(info)
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """This process's turn to write, where its writers could otherwise wait on each other inside SQLite."""
+        if self._direct is None:
+            yield
+            return
+        async with self.gate:
+            yield
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        async with self._write_sessions() as session:
+        async with self._turn(), self._write_sessions() as session:
             async with session.begin():
                 yield session
             info = dict(session.info)
-        for callback in self._after_commit:
-            callback(info)
+        self._committed(info)
 
     @asynccontextmanager
     async def core_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -183,14 +204,36 @@ class Database:
 
         Same commit rules and after-commit callbacks as :meth:`transaction`.
         """
-        async with self.writer.begin() as connection:
+        async with self._turn(), self.writer.begin() as connection:
             # Marks belong to one transaction, but this dict to the pooled connection: start clean.
             for mark in MARKS:
                 connection.info.pop(mark, None)
             yield connection
             info = {mark: connection.info.pop(mark) for mark in MARKS if mark in connection.info}
-        for callback in self._after_commit:
-            callback(info)
+        self._committed(info)
+
+    @asynccontextmanager
+    async def direct(self) -> AsyncIterator[Direct | AsyncConnection]:
+        """A write transaction for hot statements (``tenantry.db.statements``): on the database's own
+        connection where it has one (an SQLite file), else as :meth:`core_transaction`. Same commit rules
+        and after-commit callbacks."""
+        if self._direct is None:
+            async with self.core_transaction() as connection:
+                yield connection
+            return
+        async with self._direct.transaction(self._committed) as direct:
+            yield direct
+
+    @asynccontextmanager
+    async def direct_read(self) -> AsyncIterator[Direct | AsyncConnection]:
+        """A reader for hot statements: the database's own (each statement its own snapshot) where it has one,
+        else a connection of the read pool (one transaction)."""
+        if self._direct is None:
+            async with self.reader.connect() as connection:
+                yield connection
+            return
+        async with self._direct.read() as direct:
+            yield direct
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -199,6 +242,8 @@ class Database:
             yield session
 
     async def dispose(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()

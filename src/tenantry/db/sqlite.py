@@ -37,7 +37,7 @@ _Outcome = tuple[Any, list[Any] | None, int | None, int, bool]
 _BEGINS = frozenset({"BEGIN", "BEGIN IMMEDIATE"})
 
 
-def _execute(
+def execute_in_thread(
     connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool = False
 ) -> _Outcome:
     """On the connection's thread: the whole statement (or, with ``many``, one statement for each set of
@@ -98,7 +98,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         begin, self._begin = self._begin, None
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         try:
-            running = connection._execute(_execute, connection._conn, begin, operation, parameters, many)  # type: ignore[no-untyped-call]
+            running = connection._execute(execute_in_thread, connection._conn, begin, operation, parameters, many)  # type: ignore[no-untyped-call]
             outcome: _Outcome = self.await_(running)
         except Exception as error:
             self._open = True  # the BEGIN may have gone through before the statement failed

@@ -17,16 +17,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from typing import cast
 
 import pyotp
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
 from tenantry.core.context import Actor
 from tenantry.core.errors import NotFound
 from tenantry.core.ids import digest, new_id, new_secret
-from tenantry.db.engine import Database, Writer
+from tenantry.db.engine import Database
+from tenantry.db.statements import Lane, Statement
 from tenantry.events.outbox import emit
 from tenantry.identity import sessions
 from tenantry.identity.auth import Authenticator
@@ -55,6 +57,17 @@ MFA_TOKEN_PREFIX = "mfa_"  # noqa: S105 (a readable prefix, not a secret)
 RECOVERY_CODES = 10
 STEP_SECONDS = 30
 _KEEP_DEAD = timedelta(hours=1)
+# A sign-in's first factor for a user with a second one: it runs in the sign-in's transaction (hot statements).
+_CHALLENGES = cast(Table, MfaChallenge.__table__)
+_SWEEP_DEAD_CHALLENGES = Statement(
+    delete(_CHALLENGES).where(
+        _CHALLENGES.c.user_id == bindparam("user_id"), _CHALLENGES.c.expires_at < bindparam("dead_before")
+    ),
+    ("user_id", "dead_before"),
+)
+_INSERT_CHALLENGE = Statement(
+    insert(_CHALLENGES), ("id", "user_id", "token_hash", "channel", "attempts", "created_at", "expires_at", "used_at")
+)
 # No 0/o, 1/l/i: a recovery code is read off paper and typed by a person.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
@@ -183,29 +196,16 @@ class MfaService:
         return had
 
     # -- the second step of a sign-in ------------------------------------------------------------------
-    async def sign_in(self, tx: Writer, *, user_id: uuid.UUID, has_mfa: bool, channel: Channel, actor: Actor) -> SignIn:
+    async def sign_in(self, tx: Lane, *, user_id: uuid.UUID, has_mfa: bool, channel: Channel, actor: Actor) -> SignIn:
         """After a first factor: open the session, or, if the user has a second factor, hand out an
         ``mfa_token`` for :meth:`complete` instead. Runs inside the caller's transaction."""
         if not has_mfa:
             return await sessions.open_on(tx, channel, user_id=user_id, actor=actor, config=self.config, keys=self.keys)
         token, now = new_secret(MFA_TOKEN_PREFIX), utcnow()
         # Sweep this user's long-dead challenges as new ones are made: the table stays small without a job.
-        await tx.execute(
-            delete(MfaChallenge).where(MfaChallenge.user_id == user_id, MfaChallenge.expires_at < now - _KEEP_DEAD)
-        )
-        await tx.execute(
-            insert(MfaChallenge.__table__),  # type: ignore[arg-type]
-            {
-                "id": new_id(),
-                "user_id": user_id,
-                "token_hash": digest(token),
-                "channel": channel,
-                "attempts": 0,
-                "created_at": now,
-                "expires_at": now + self.config.mfa_token_ttl,
-                "used_at": None,
-            },
-        )
+        await _SWEEP_DEAD_CHALLENGES.run(tx, user_id, now - _KEEP_DEAD)
+        expires_at = now + self.config.mfa_token_ttl
+        await _INSERT_CHALLENGE.run(tx, new_id(), user_id, digest(token), channel, 0, now, expires_at, None)
         methods = (TOTP, RECOVERY_CODE)
         return MfaRequired(token, methods, int(self.config.mfa_token_ttl.total_seconds()))
 

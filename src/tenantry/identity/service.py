@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,7 @@ from tenantry.core.context import Actor
 from tenantry.core.errors import InvalidInput, NotFound, TooManyRequests
 from tenantry.core.ids import digest, new_secret
 from tenantry.db.engine import Database
+from tenantry.db.statements import Statement
 from tenantry.events.outbox import emit
 from tenantry.identity import mails, sessions
 from tenantry.identity.auth import Authenticator
@@ -46,6 +47,28 @@ from tenantry.ratelimit.throttle import FailureThrottle
 
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"  # noqa: S105 (a token purpose, not a secret)
+
+# A sign-in's own statements (hot: every sign-in reads one user, and may store a stronger hash of its password).
+_USERS = cast(Table, User.__table__)
+
+
+class _SignInUser(NamedTuple):
+    id: uuid.UUID
+    password_hash: str
+    mfa_enabled_at: datetime | None
+
+
+_SIGN_IN_USER = Statement(
+    select(_USERS.c.id, _USERS.c.password_hash, _USERS.c.mfa_enabled_at).where(
+        _USERS.c.email_normalized == bindparam("email")
+    ),
+    ("email",),
+    row=_SignInUser._make,
+)
+_REHASH = Statement(
+    update(_USERS).where(_USERS.c.id == bindparam("user_id")).values(password_hash=bindparam("new_hash")),
+    ("user_id", "new_hash"),
+)
 
 
 def normalize_email(raw: str) -> tuple[str, str]:
@@ -154,18 +177,17 @@ class IdentityService:
         key = email.strip().lower()
         throttle_keys = self._login_keys(key, actor.ip)
         await self.throttle.check(throttle_keys)
-        async with self.db.reader.connect() as connection:
-            query = select(User.id, User.password_hash, User.mfa_enabled_at).where(User.email_normalized == key)
-            user = (await connection.execute(query)).first()
+        async with self.db.direct_read() as reader:
+            user = await _SIGN_IN_USER.first(reader, key)
         if user is None:
             await self.passwords.burn(password)
         if user is None or not await self.passwords.verify(user.password_hash, password):
             await self.throttle.fail(throttle_keys)
             raise InvalidCredentials()
         new_hash = await self.passwords.hash(password) if self.passwords.needs_rehash(user.password_hash) else None
-        async with self.db.core_transaction() as tx:
+        async with self.db.direct() as tx:
             if new_hash is not None:
-                await tx.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
+                await _REHASH.run(tx, user.id, new_hash)
             return await self.mfa.sign_in(
                 tx, user_id=user.id, has_mfa=user.mfa_enabled_at is not None, channel=channel, actor=actor
             )

@@ -12,15 +12,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
 from tenantry.core.context import Actor
 from tenantry.core.errors import NotFound
 from tenantry.core.ids import digest, new_id, new_secret
-from tenantry.db.engine import Writer
+from tenantry.db.statements import Lane, Statement
 from tenantry.events.outbox import emit
 from tenantry.identity.config import IdentityConfig
 from tenantry.identity.errors import InvalidRefreshToken
@@ -32,9 +33,20 @@ from tenantry.identity.views import Channel, ConsoleSession, SessionView, TokenP
 REFRESH_PREFIX = "rt_"
 COOKIE_PREFIX = "cs_"
 
+# Hot statements: a sign-in writes one of each, under the write lock.
+_SESSIONS = cast(Table, Session.__table__)
+_REFRESH_TOKENS = cast(Table, RefreshToken.__table__)
+_INSERT_SESSION = Statement(
+    insert(_SESSIONS),
+    ("id", "user_id", "created_at", "last_used_at", "expires_at", "ip", "user_agent", "cookie_hash"),
+)
+_INSERT_REFRESH_TOKEN = Statement(
+    insert(_REFRESH_TOKENS), ("id", "session_id", "token_hash", "created_at", "expires_at", "used_at")
+)
+
 
 async def open_on(
-    tx: Writer, channel: Channel, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing
+    tx: Lane, channel: Channel, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing
 ) -> TokenPair | ConsoleSession:
     """Open a session on ``channel``: a token pair for the API, a cookie for the console."""
     if channel == "console":
@@ -43,31 +55,19 @@ async def open_on(
 
 
 async def _insert(
-    tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, cookie_hash: str | None = None
+    tx: Lane, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, cookie_hash: str | None = None
 ) -> tuple[uuid.UUID, datetime, datetime]:
-    """Plain INSERTs rather than ORM flushes: this runs on every sign-in, under the write lock."""
+    """Runs on every sign-in, under the write lock: hot statements rather than ORM flushes."""
     now = utcnow()
     session_id, expires_at = new_id(), now + config.session_max_age
     user_agent = (actor.user_agent or "")[:512] or None
-    await tx.execute(
-        insert(Session.__table__),  # type: ignore[arg-type]
-        {
-            "id": session_id,
-            "user_id": user_id,
-            "created_at": now,
-            "last_used_at": now,
-            "expires_at": expires_at,
-            "ip": actor.ip,
-            "user_agent": user_agent,
-            "cookie_hash": cookie_hash,
-        },
-    )
+    await _INSERT_SESSION.run(tx, session_id, user_id, now, now, expires_at, actor.ip, user_agent, cookie_hash)
     data = session_data(id=session_id, user_id=user_id, ip=actor.ip, user_agent=user_agent, created_at=now)
     await emit(tx, SESSION_CREATED, data={"session": data}, actor=actor.as_user(user_id))
     return session_id, expires_at, now
 
 
-async def start_console(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig) -> ConsoleSession:
+async def start_console(tx: Lane, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig) -> ConsoleSession:
     """Open a console session for ``user_id``: one cookie value, kept only as its hash."""
     cookie = new_secret(COOKIE_PREFIX)
     session_id, expires_at, _ = await _insert(
@@ -76,7 +76,7 @@ async def start_console(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config:
     return ConsoleSession(session_id=session_id, cookie=cookie, expires_at=expires_at)
 
 
-async def start(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing) -> TokenPair:
+async def start(tx: Lane, *, user_id: uuid.UUID, actor: Actor, config: IdentityConfig, keys: KeyRing) -> TokenPair:
     """Open an API session for ``user_id`` and return its first token pair."""
     session_id, expires_at, now = await _insert(tx, user_id=user_id, actor=actor, config=config)
     return await _issue(
@@ -91,7 +91,7 @@ async def start(tx: Writer, *, user_id: uuid.UUID, actor: Actor, config: Identit
 
 
 async def _issue(
-    tx: Writer,
+    tx: Lane,
     *,
     session_id: uuid.UUID,
     user_id: uuid.UUID,
@@ -101,17 +101,8 @@ async def _issue(
     now: datetime,
 ) -> TokenPair:
     refresh = new_secret(REFRESH_PREFIX)
-    await tx.execute(
-        insert(RefreshToken.__table__),  # type: ignore[arg-type]
-        {
-            "id": new_id(),
-            "session_id": session_id,
-            "token_hash": digest(refresh),
-            "created_at": now,
-            "expires_at": min(now + config.refresh_ttl, session_expires_at),
-            "used_at": None,
-        },
-    )
+    expires_at = min(now + config.refresh_ttl, session_expires_at)
+    await _INSERT_REFRESH_TOKEN.run(tx, new_id(), session_id, digest(refresh), now, expires_at, None)
     issued = int(now.timestamp())
     ttl = int(config.access_ttl.total_seconds())
     access = keys.sign(

@@ -1,0 +1,141 @@
+"""Hot statements write and read exactly what SQLAlchemy does, on the database's own connections (SQLite) and on
+SQLAlchemy's (both backends); a direct transaction commits whole or not at all, and takes its turn with SQLAlchemy's."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from tenantry.db.direct import Direct
+from tenantry.db.engine import Database
+from tenantry.db.statements import Statement
+from tenantry.tenancy.models import Organization
+
+TABLE = Organization.__table__
+COLUMNS = ("id", "name", "slug", "require_mfa", "allowed_email_domains", "created_at", "updated_at")
+INSERT = Statement(insert(TABLE), COLUMNS)  # type: ignore[arg-type]
+BY_SLUG = Statement(select(*(TABLE.c[name] for name in COLUMNS)).where(TABLE.c.slug == bindparam("slug")), ("slug",))
+RENAME = Statement(
+    update(TABLE).where(TABLE.c.id == bindparam("b_id")).values(name=bindparam("b_name")), ("b_id", "b_name")
+)
+AT = datetime(2026, 11, 28, 9, 30, 1, 123456, tzinfo=UTC)
+
+
+def _org(slug: str, *, at: datetime = AT, domains: list[str] | None = None) -> tuple[Any, ...]:
+    return (uuid.uuid4(), f"Org {slug} 'quoted'", slug, True, domains, at, at)
+
+
+async def _through_orm(db: Database, slug: str) -> tuple[Any, ...]:
+    async with db.read() as tx:
+        org = (await tx.scalars(select(Organization).where(Organization.slug == slug))).one()
+    return tuple(getattr(org, name) for name in COLUMNS)
+
+
+@pytest.mark.parametrize("at", [AT, datetime(2026, 11, 28, 11, 30, 1, tzinfo=timezone(timedelta(hours=2)))])
+async def test_a_row_written_and_read_by_statements_is_what_sqlalchemy_writes_and_reads(
+    db: Database, at: datetime
+) -> None:
+    ours = _org("ours", at=at, domains=["example.com", "ünïcode.example"])
+    async with db.direct() as tx:
+        assert await INSERT.run(tx, *ours) == 1
+    async with db.transaction() as session:  # SQLAlchemy's own write, for comparison
+        await session.execute(insert(TABLE), dict(zip(COLUMNS, _org("theirs", at=at), strict=True)))
+
+    orm = await _through_orm(db, "ours")
+    assert orm == ours
+    async with db.direct_read() as reader:
+        read = await BY_SLUG.first(reader, "ours")
+        theirs = await BY_SLUG.first(reader, "theirs")
+    assert read == orm
+    assert read[5].tzinfo is not None
+    assert read[5] == at
+    assert isinstance(read[0], uuid.UUID)
+    assert type(read[0]) is type(orm[0])
+    assert theirs is not None
+    assert (theirs[1], theirs[2], theirs[5]) == ("Org theirs 'quoted'", "theirs", at)
+    async with db.read() as session:  # the same statement on an SQLAlchemy session reads the same
+        assert await BY_SLUG.first(session, "ours") == orm
+
+
+async def test_statements_run_in_an_sqlalchemy_transaction_too(db: Database) -> None:
+    org = _org("mixed")
+    async with db.transaction() as session:
+        await INSERT.run(session, *org)
+        assert await RENAME.run(session, org[0], "Renamed") == 1
+        assert await BY_SLUG.scalar(session, "mixed") == org[0]
+    assert (await _through_orm(db, "mixed"))[1] == "Renamed"
+
+
+async def _write(db: Database, *orgs: tuple[Any, ...], then_fail: bool = False) -> None:
+    async with db.direct() as tx:
+        for org in orgs:
+            await INSERT.run(tx, *org)
+        if then_fail:
+            tx.info["events"] = True
+            raise RuntimeError("mid-way")
+
+
+async def test_a_direct_transaction_that_fails_writes_nothing(db: Database) -> None:
+    first = _org("first")
+    with pytest.raises(IntegrityError):  # SQLAlchemy's error, whatever the connection
+        await _write(db, first, _org("first"))  # the same slug twice: a unique key refuses the second
+    async with db.direct_read() as reader:
+        assert await BY_SLUG.first(reader, "first") is None
+
+    with pytest.raises(RuntimeError, match="mid-way"):
+        await _write(db, first, then_fail=True)
+    async with db.direct() as tx:  # and the connection is fit for the next transaction
+        await INSERT.run(tx, *first)
+    assert (await _through_orm(db, "first"))[0] == first[0]
+
+
+async def test_a_direct_transaction_hands_its_marks_to_the_commit_callbacks_only_once_committed(db: Database) -> None:
+    seen: list[dict[str, Any]] = []
+    db.on_commit(seen.append)
+    with pytest.raises(RuntimeError):
+        await _write(db, _org("never"), then_fail=True)
+    assert seen == []
+    async with db.direct() as tx:
+        tx.info["newest_event"] = 7
+    assert seen == [{"newest_event": 7}]
+
+
+async def test_writers_of_one_process_take_turns(db: Database) -> None:
+    """On SQLite, a direct transaction waits for an SQLAlchemy one to end (and the other way round) instead of
+    meeting its lock inside SQLite: both commit, one after the other. PostgreSQL takes writers side by side."""
+    order: list[str] = []
+    inside = asyncio.Event()
+
+    async def through_sqlalchemy() -> None:
+        async with db.transaction() as session:
+            await INSERT.run(session, *_org("orm"))
+            order.append("orm wrote")
+            inside.set()
+            await asyncio.sleep(0.2)
+            order.append("orm commits")
+
+    async def direct() -> None:
+        await inside.wait()
+        async with db.direct() as tx:
+            order.append("direct began")
+            await INSERT.run(tx, *_org("direct"))
+
+    await asyncio.gather(through_sqlalchemy(), direct())
+    turns = ["orm wrote", "orm commits", "direct began"]
+    assert order == (turns if db.is_sqlite else ["orm wrote", "direct began", "orm commits"])
+    async with db.direct_read() as reader:
+        assert await BY_SLUG.first(reader, "orm") is not None
+        assert await BY_SLUG.first(reader, "direct") is not None
+
+
+async def test_an_sqlite_file_gets_connections_of_its_own_and_postgresql_sqlalchemys(db: Database) -> None:
+    async with db.direct() as tx:
+        assert isinstance(tx, Direct) == db.is_sqlite
+    async with db.direct_read() as reader:
+        assert isinstance(reader, Direct) == db.is_sqlite
