@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tenantry.db.direct import Direct
 from tenantry.db.engine import Database
-from tenantry.db.statements import Statement
+from tenantry.db.statements import Listing, Statement
 from tenantry.tenancy.models import Organization
 
 TABLE = Organization.__table__
@@ -103,7 +103,10 @@ async def test_a_direct_transaction_hands_its_marks_to_the_commit_callbacks_only
     assert seen == []
     async with db.direct() as tx:
         tx.info["newest_event"] = 7
-    assert seen == [{"newest_event": 7}]
+        tx.info["webhooks.handed"] = ["a job"]  # any consumer's mark, not only the database's own
+    async with db.direct():
+        pass
+    assert seen == [{"newest_event": 7, "webhooks.handed": ["a job"]}, {}]  # and the next one starts clean
 
 
 async def test_writers_of_one_process_take_turns(db: Database) -> None:
@@ -139,3 +142,26 @@ async def test_an_sqlite_file_gets_connections_of_its_own_and_postgresql_sqlalch
         assert isinstance(tx, Direct) == db.is_sqlite
     async with db.direct_read() as reader:
         assert isinstance(reader, Direct) == db.is_sqlite
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 5, 1500])
+async def test_a_listing_finds_every_row_of_a_list_of_any_length(db: Database, count: int) -> None:
+    orgs = [_org(f"org-{n}") for n in range(count + 2)]
+    async with db.direct() as tx:
+        for org in orgs:
+            await INSERT.run(tx, *org)
+    by_id = Listing(lambda ids: select(TABLE.c.slug).where(TABLE.c.id.in_(ids)), TABLE.c.id.type)
+    rename = Listing(
+        lambda ids: update(TABLE).where(TABLE.c.id.in_(ids)).values(name=bindparam("name")), TABLE.c.id.type, ("name",)
+    )
+    wanted = [org[0] for org in orgs[:count]]
+
+    async with db.direct() as tx:
+        assert await rename.run(tx, wanted, "Renamed") == count
+    async with db.direct_read() as reader:
+        found = await by_id.rows(reader, wanted)
+
+    assert sorted(row[0] for row in found) == sorted(org[2] for org in orgs[:count])
+    async with db.read() as session:
+        names = dict((await session.execute(select(TABLE.c.slug, TABLE.c.name))).tuples().all())
+    assert [names[org[2]] == "Renamed" for org in orgs] == [n < count for n in range(count + 2)]

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,7 @@ from tenantry.core.context import Actor
 from tenantry.core.ids import new_id
 from tenantry.db import scope
 from tenantry.db.engine import Database
+from tenantry.db.statements import Lane, Statement
 from tenantry.events.dispatcher import Dispatcher, LeaseLost
 from tenantry.events.jobs import JobRunner, enqueue
 from tenantry.events.models import ConsumerCursor, EventRow, Job, OutboxEvent
@@ -25,7 +26,7 @@ from tenantry.events.outbox import NEWEST_EVENT, emit
 from tenantry.platform import Platform
 from tenantry.tenancy.models import AuditEntry
 from tests.factories.identity import signed_in
-from tests.statements import recorded
+from tests.statements import READER, WRITER, recorded
 
 EVENT = "user.updated"
 
@@ -124,7 +125,7 @@ async def test_consumers_at_the_same_place_share_one_read_and_one_behind_reads_i
         for n in range(20):
             await emit(tx, EVENT, data={"n": n})
 
-    with recorded([db.writer], _batch_read) as reads:
+    with recorded(db, [WRITER], _batch_read) as reads:
         await dispatcher.drain()
 
     assert first.seen == second.seen == list(range(20))
@@ -134,7 +135,7 @@ async def test_consumers_at_the_same_place_share_one_read_and_one_behind_reads_i
     dispatcher.register("late", late)
     async with db.transaction() as tx:
         await emit(tx, EVENT, data={"n": 20})
-    with recorded([db.writer], _batch_read) as reads:
+    with recorded(db, [WRITER], _batch_read) as reads:
         await dispatcher.drain()
 
     assert first.seen == second.seen == list(range(21))
@@ -301,6 +302,20 @@ async def test_an_event_that_commits_late_is_not_skipped(database_url: str, db: 
     assert sorted(recorder.seen) == [1, 2]
 
 
+# A row that breaks a constraint checked only at COMMIT: the transaction fails as it commits, on either database.
+_FAILS_AT_COMMIT = {
+    "sqlite": (
+        "CREATE TEMP TABLE doomed_parent (id INTEGER PRIMARY KEY)",
+        "CREATE TEMP TABLE doomed_child (parent INTEGER REFERENCES doomed_parent (id) DEFERRABLE INITIALLY DEFERRED)",
+        "INSERT INTO doomed_child VALUES (1)",
+    ),
+    "postgresql": (
+        "CREATE TEMP TABLE doomed (id INTEGER UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP",
+        "INSERT INTO doomed VALUES (1), (1)",
+    ),
+}
+
+
 class FailingCommit(Recorder):
     """A consumer whose first transaction fails as it commits (the database went away at that moment)."""
 
@@ -308,12 +323,13 @@ class FailingCommit(Recorder):
         super().__init__()
         self.failed = False
 
-    async def __call__(self, tx: AsyncSession, events: Sequence[EventRow]) -> None:
+    async def __call__(self, tx: Lane, events: Sequence[EventRow]) -> None:
         await super().__call__(tx, events)
         if not self.failed:
             self.failed = True
-            # Flushed only by the commit, after the cursor was saved: a second row with the cursor's key.
-            tx.add(ConsumerCursor(name="recorder", position=0, updated_at=utcnow()))
+            dialect = tx.get_bind().dialect if isinstance(tx, AsyncSession) else tx.dialect
+            for sql in _FAILS_AT_COMMIT[dialect.name]:
+                await Statement(text(sql)).run(tx)
 
 
 async def test_events_of_a_transaction_that_failed_to_commit_are_handed_over_again(db: Database) -> None:
@@ -345,7 +361,7 @@ async def test_consumers_at_the_same_place_are_handed_a_batch_in_one_transaction
         for n in range(3):
             await emit(tx, EVENT, data={"n": n})
 
-    with recorded([db.writer], _cursor_update) as updates, recorded([db.writer], _batch_read) as reads:
+    with recorded(db, [WRITER], _cursor_update) as updates, recorded(db, [WRITER], _batch_read) as reads:
         assert await dispatcher.run_once() is True
 
     assert first.seen == second.seen == [0, 1, 2]
@@ -377,7 +393,7 @@ async def test_a_pass_after_this_process_committed_events_does_not_look_for_them
         await emit(tx, EVENT, data={"n": 1})
         await emit(tx, EVENT, data={"n": 2})
 
-    with recorded([db.reader], _newest_read) as looks:
+    with recorded(db, [READER], _newest_read) as looks:
         assert await dispatcher.run_once() is True
     assert recorder.seen == [1, 2]
     assert looks == []
@@ -388,11 +404,11 @@ async def test_a_pass_after_this_process_committed_events_does_not_look_for_them
             await emit(tx, EVENT, data={"n": 3})
     finally:
         await elsewhere.dispose()
-    with recorded([db.reader], _newest_read) as looks:
+    with recorded(db, [READER], _newest_read) as looks:
         assert await dispatcher.run_once() is True
     assert recorder.seen == [1, 2, 3]
     assert len(looks) == 1
-    with recorded([db.reader], _newest_read) as looks:
+    with recorded(db, [READER], _newest_read) as looks:
         assert await dispatcher.run_once() is False  # nothing new: found out on the read pool alone
     assert len(looks) == 1
 

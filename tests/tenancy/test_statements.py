@@ -22,7 +22,7 @@ def _asked_by_a_request(statement: str, parameters: Any) -> bool:
 
 
 def counting(platform: Platform) -> AbstractContextManager[list[str]]:
-    return recorded({platform.db.writer, platform.db.reader}, _asked_by_a_request)
+    return recorded(platform.db, keep=_asked_by_a_request)
 
 
 async def _statements_for_members(client: httpx.AsyncClient, platform: Platform, org: Org) -> list[str]:

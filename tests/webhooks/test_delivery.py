@@ -34,7 +34,7 @@ from tenantry.webhooks.models import Delivery, Endpoint
 from tenantry.webhooks.signing import Signer
 from tenantry.webhooks.work import Claimed, Target
 from tests.factories.tenancy import Org, create_org, create_team
-from tests.statements import recorded
+from tests.statements import WRITER, recorded
 from tests.webhooks.receiver import Receiver, answer, in_turn
 
 TESTS = ["webhook.test"]  # an endpoint that hears only the test events sent to it (not other endpoints' changes)
@@ -545,7 +545,7 @@ async def test_a_backlog_is_leased_by_id_and_what_another_process_took_meanwhile
         taking = update(Delivery).where(Delivery.id.in_([r.id for r in taken]))
         await tx.execute(taking.values(locked_by="b", locked_until=until))
 
-    with recorded([platform.db.writer], _leases_by_id) as leases_by_id:
+    with recorded(platform.db, [WRITER], _leases_by_id) as leases_by_id:
         hold.release()
         await receiver.wait_for(lambda: len(receiver.ids("/held")) == 7, what="all but the three taken")
         await asyncio.sleep(0.3)

@@ -35,19 +35,30 @@ from tenantry.db.sqlite import execute_in_thread
 log = structlog.get_logger(__name__)
 
 
+# Told of every statement before it runs, with the part its connection plays ("writer" or "reader"): what
+# SQLAlchemy's ``before_cursor_execute`` event is to an engine (tests count statements with it).
+Watcher = Callable[[str, str, Any], None]
+
+
 class Direct:
     """One aiosqlite connection, its statements one trip each. ``info`` holds what a transaction wrote (the
     marks of ``Database.on_commit``)."""
 
-    def __init__(self, connection: aiosqlite.Connection, dialect: Dialect) -> None:
+    def __init__(
+        self, connection: aiosqlite.Connection, dialect: Dialect, *, role: str, watchers: list[Watcher]
+    ) -> None:
         self.connection = connection
         self.dialect = dialect
+        self.role = role
         self.info: dict[str, Any] = {}
+        self._watchers = watchers
         self._begin: str | None = None  # a BEGIN not sent yet: it goes with the next statement
         self._open = False  # whether a transaction may be open (as the connection's thread last said)
 
     async def execute(self, sql: str, parameters: Any, *, many: bool = False) -> tuple[list[Any] | None, int]:
         """Run ``sql``: its rows (None for a statement without a result) and its row count."""
+        for watch in self._watchers:
+            watch(self.role, sql, parameters)
         begin, self._begin = self._begin, None
         connection = self.connection
         try:
@@ -86,19 +97,27 @@ class DirectPool:
     few readers, opened when first needed and kept."""
 
     def __init__(
-        self, path: Path, dialect: Dialect, *, gate: asyncio.Lock, wal: Callable[[Any], None], readers: int = 4
+        self,
+        path: Path,
+        dialect: Dialect,
+        *,
+        gate: asyncio.Lock,
+        wal: Callable[[Any], None],
+        watchers: list[Watcher],
+        readers: int = 4,
     ) -> None:
         self.path = path
         self.dialect = dialect
         self.gate = gate
+        self.watchers = watchers
         self._wal = wal
         self._writer: Direct | None = None
         self._idle: list[Direct] = []
         self._readers = asyncio.Semaphore(readers)
         self._opened: list[Direct] = []
 
-    async def _connect(self) -> Direct:
-        direct = Direct(await _open(self.path, wal=self._wal), self.dialect)
+    async def _connect(self, role: str) -> Direct:
+        direct = Direct(await _open(self.path, wal=self._wal), self.dialect, role=role, watchers=self.watchers)
         self._opened.append(direct)
         return direct
 
@@ -109,7 +128,7 @@ class DirectPool:
         async with self.gate:
             direct = self._writer
             if direct is None:
-                direct = self._writer = await self._connect()
+                direct = self._writer = await self._connect("writer")
             direct.begin("BEGIN IMMEDIATE")
             try:
                 yield direct
@@ -128,7 +147,7 @@ class DirectPool:
     async def read(self) -> AsyncIterator[Direct]:
         """A reader: each statement is its own snapshot (no transaction)."""
         async with self._readers:
-            direct = self._idle.pop() if self._idle else await self._connect()
+            direct = self._idle.pop() if self._idle else await self._connect("reader")
             try:
                 yield direct
             finally:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from tenantry.db.direct import Direct, DirectPool
+from tenantry.db.direct import Direct, DirectPool, Watcher
 from tenantry.db.sqlite import OneTripConnection, OneTripDBAPI
 
 log = structlog.get_logger(__name__)
@@ -140,6 +140,8 @@ class Database:
         # The turns of this process's write transactions on SQLite (see tenantry.db.direct).
         self.gate = asyncio.Lock()
         self._direct: DirectPool | None = None
+        # Told of each statement run on the database's own connections (see tenantry.db.direct).
+        self.watchers: list[Watcher] = []
         if self.is_sqlite:
             path = _sqlite_path(url)
             if path is not None:
@@ -158,7 +160,9 @@ class Database:
             _configure_sqlite(self.reader, begin="BEGIN")
             # Hot statements on connections of our own (with echo on, all go through SQLAlchemy, to be seen).
             if aiosqlite and path is not None and not echo:
-                self._direct = DirectPool(path, self.writer.dialect, gate=self.gate, wal=_switch_to_wal)
+                self._direct = DirectPool(
+                    path, self.writer.dialect, gate=self.gate, wal=_switch_to_wal, watchers=self.watchers
+                )
         else:
             self.writer = _engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=False)
             self.reader = self.writer
@@ -205,11 +209,13 @@ class Database:
         Same commit rules and after-commit callbacks as :meth:`transaction`.
         """
         async with self._turn(), self.writer.begin() as connection:
-            # Marks belong to one transaction, but this dict to the pooled connection: start clean.
+            # Marks belong to one transaction, but this dict to the pooled connection: start clean, and hand on
+            # (and take away) every key the transaction added, whoever's marks they are.
             for mark in MARKS:
                 connection.info.pop(mark, None)
+            kept = set(connection.info)
             yield connection
-            info = {mark: connection.info.pop(mark) for mark in MARKS if mark in connection.info}
+            info = {key: connection.info.pop(key) for key in list(connection.info) if key not in kept}
         self._committed(info)
 
     @asynccontextmanager

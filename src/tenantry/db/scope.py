@@ -16,27 +16,31 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from tenantry.db.engine import Writer
+from tenantry.db.direct import Direct
+from tenantry.db.statements import Lane
 
 _SET = text("SELECT set_config(:name, :value, true)")
 
 
-def _is_postgresql(tx: Writer) -> bool:
-    if isinstance(tx, AsyncSession):
-        return tx.get_bind().dialect.name == "postgresql"
-    assert isinstance(tx, AsyncConnection)
-    return tx.dialect.name == "postgresql"
+def _postgresql(tx: Lane) -> AsyncSession | AsyncConnection | None:
+    """``tx`` if it is on PostgreSQL (the database's own connections are SQLite's only)."""
+    if isinstance(tx, Direct):
+        return None
+    dialect = tx.get_bind().dialect if isinstance(tx, AsyncSession) else tx.dialect
+    return tx if dialect.name == "postgresql" else None
 
 
-async def to_org(tx: Writer, org_id: uuid.UUID) -> None:
+async def to_org(tx: Lane, org_id: uuid.UUID) -> None:
     """From now until the transaction ends, only ``org_id``'s rows exist for org-scoped tables."""
     if not isinstance(org_id, uuid.UUID):  # fail closed: no organization, no query
         raise TypeError("an org-scoped transaction needs an organization id")
-    if _is_postgresql(tx):
-        await tx.execute(_SET, {"name": "tenantry.org_id", "value": str(org_id)})
+    postgresql = _postgresql(tx)
+    if postgresql is not None:
+        await postgresql.execute(_SET, {"name": "tenantry.org_id", "value": str(org_id)})
 
 
-async def unscoped(tx: Writer) -> None:
+async def unscoped(tx: Lane) -> None:
     """Lift the organization wall for this transaction (callers are named ``unscoped_*``)."""
-    if _is_postgresql(tx):
-        await tx.execute(_SET, {"name": "tenantry.unscoped", "value": "on"})
+    postgresql = _postgresql(tx)
+    if postgresql is not None:
+        await postgresql.execute(_SET, {"name": "tenantry.unscoped", "value": "on"})

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Uuid
+from sqlalchemy import JSON, Boolean, Uuid, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -255,3 +255,58 @@ def _dialect(tx: Lane) -> Dialect:
     if isinstance(tx, AsyncSession):
         return tx.get_bind().dialect
     return tx.dialect
+
+
+# The lengths a Listing is compiled for: a list is padded up to the next.
+_LENGTHS = (1, 4, 16, 64, 256, 1024)
+
+
+class Listing:
+    """A statement with one ``IN (…)`` list of any length, run as a :class:`Statement`.
+
+    ``build`` makes the statement from the list's bind parameters, of ``type_``. It is compiled for a few
+    lengths only (1, 4, 16, 64, 256, 1024), the list padded up to the next by repeating its last value (``IN``
+    ignores repeats): a handful of compiled statements rather than one per length, and no SQL written from
+    values. A longer list is run in parts of 1024, their rows put together (so ``build`` must not cut its
+    result short with a limit).
+    ``keys`` names the statement's other parameters, given after the list.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[list[Any]], ClauseElement],
+        type_: TypeEngine[Any],
+        keys: Sequence[str] = (),
+        *,
+        row: Callable[[Iterable[Any]], Any] = tuple,
+    ) -> None:
+        self._statements = {
+            length: Statement(
+                build([_item(i, type_) for i in range(length)]), (*(f"item_{i}" for i in range(length)), *keys), row=row
+            )
+            for length in _LENGTHS
+        }
+
+    def _parts(self, items: Sequence[Any]) -> Iterable[tuple[Statement, tuple[Any, ...]]]:
+        for start in range(0, len(items), _LENGTHS[-1]):
+            part = tuple(items[start : start + _LENGTHS[-1]])
+            length = next(length for length in _LENGTHS if length >= len(part))
+            yield self._statements[length], part + (part[-1],) * (length - len(part))
+
+    async def rows(self, tx: Lane, items: Sequence[Any], *values: Any) -> list[Any]:
+        """Every row the statement gives for ``items`` (none for no items)."""
+        found: list[Any] = []
+        for statement, part in self._parts(items):
+            found += await statement.rows(tx, *part, *values)
+        return found
+
+    async def run(self, tx: Lane, items: Sequence[Any], *values: Any) -> int:
+        """Run the statement for ``items``; the number of rows it changed."""
+        count = 0
+        for statement, part in self._parts(items):
+            count += await statement.run(tx, *part, *values)
+        return count
+
+
+def _item(number: int, type_: TypeEngine[Any]) -> Any:
+    return bindparam(f"item_{number}", type_=type_)

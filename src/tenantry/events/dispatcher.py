@@ -29,11 +29,11 @@ from datetime import timedelta
 from typing import cast
 
 import structlog
-from sqlalchemy import Table, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Table, bindparam, func, or_, select, update
 
 from tenantry.core.clock import utcnow
 from tenantry.db.engine import Database
+from tenantry.db.statements import Lane, Listing, Statement
 from tenantry.db.upsert import insert_ignoring_conflicts
 from tenantry.events.models import ConsumerCursor, EventRow, OutboxEvent
 
@@ -43,7 +43,41 @@ _CURSORS = cast(Table, ConsumerCursor.__table__)
 _OUTBOX = cast(Table, OutboxEvent.__table__)
 _EVENT_COLUMNS = [_OUTBOX.c[name] for name in EventRow._fields]
 
-Handler = Callable[[AsyncSession, Sequence[EventRow]], Awaitable[None]]
+# A pass's statements, hot ones (one pass per sign-in's event, at a sign-in's pace): plain rows, as named tuples.
+_NEWEST = Statement(select(func.max(_OUTBOX.c.id)))
+_AFTER = Statement(
+    select(*_EVENT_COLUMNS).where(_OUTBOX.c.id > bindparam("after")).order_by(_OUTBOX.c.id).limit(bindparam("limit")),
+    ("after", "limit"),
+    row=EventRow._make,
+)
+_MISSING = Listing(  # rows that were gaps: at most one each, so no limit is needed
+    lambda ids: select(*_EVENT_COLUMNS).where(_OUTBOX.c.id.in_(ids)), _OUTBOX.c.id.type, row=EventRow._make
+)
+_ACQUIRE = Statement(
+    update(_CURSORS)
+    .where(_CURSORS.c.name == bindparam("consumer"))
+    .where(
+        or_(
+            _CURSORS.c.owner == bindparam("node"),
+            _CURSORS.c.owner.is_(None),
+            _CURSORS.c.lease_until < bindparam("now"),
+        )
+    )
+    .values(owner=bindparam("node"), lease_until=bindparam("until"))
+    .returning(_CURSORS.c.position),
+    ("consumer", "node", "now", "until"),
+)
+_SAVE = Listing(
+    lambda names: (
+        update(_CURSORS)
+        .where(_CURSORS.c.name.in_(names), _CURSORS.c.owner == bindparam("node"))
+        .values(position=bindparam("to"), updated_at=bindparam("at"))
+    ),
+    _CURSORS.c.name.type,
+    ("node", "to", "at"),
+)
+
+Handler = Callable[[Lane, Sequence[EventRow]], Awaitable[None]]
 
 
 @dataclass
@@ -209,8 +243,8 @@ class Dispatcher:
         if self._committed > consumer.high:
             return False  # this process committed events past it: no need to look (the usual wake-up)
         if seen.newest is None:
-            async with self.db.reader.connect() as connection:
-                seen.newest = (await connection.execute(select(func.max(_OUTBOX.c.id)))).scalar() or 0
+            async with self.db.direct_read() as reader:
+                seen.newest = await _NEWEST.scalar(reader) or 0
         return seen.newest <= consumer.high
 
     @staticmethod
@@ -222,21 +256,20 @@ class Dispatcher:
         if await self._nothing_new(consumer, seen):
             return 0
         try:
-            async with self.db.transaction() as session:
-                connection = await session.connection()
+            async with self.db.direct() as tx:
                 if self._lease_due(consumer):
-                    position = await self._acquire(connection, consumer)
+                    position = await self._acquire(tx, consumer)
                     if position is None:  # someone else reads; start afresh if this process gets it back
                         consumer.restart(None)
                         return 0
                     if consumer.high is None or position != consumer.saved:
                         # New to this consumer, or another process moved it while this one's lease had lapsed.
                         consumer.restart(position)
-                events = await self._fetch(connection, consumer, seen)
+                events = await self._fetch(tx, consumer, seen)
                 if events:
-                    await consumer.handler(session, events)
+                    await consumer.handler(tx, events)
                     self._track(consumer, events)
-                await self._save(connection, [consumer])
+                await self._save(tx, [consumer])
         except BaseException:
             # Nothing of this pass committed (the save or the commit itself may be what failed): what it
             # tracked in memory must not stand, or the next pass would read past events never handled.
@@ -244,21 +277,14 @@ class Dispatcher:
             raise
         return len(events)
 
-    async def _acquire(self, connection: AsyncConnection, consumer: _Consumer) -> int | None:
+    async def _acquire(self, tx: Lane, consumer: _Consumer) -> int | None:
         """Take or extend this process's lease; the stored position, or ``None`` if another holds it."""
         now = utcnow()
-        columns = _CURSORS.c
-        result = await connection.execute(
-            update(_CURSORS)
-            .where(columns.name == consumer.name)
-            .where(or_(columns.owner == self.node_id, columns.owner.is_(None), columns.lease_until < now))
-            .values(owner=self.node_id, lease_until=now + self.lease)
-            .returning(columns.position)
-        )
+        position = await _ACQUIRE.scalar(tx, consumer.name, self.node_id, now, now + self.lease)
         consumer.lease_renew_at = time.monotonic() + self.lease.total_seconds() / 3
-        return result.scalar_one_or_none()
+        return position
 
-    async def _fetch(self, connection: AsyncConnection, consumer: _Consumer, seen: _Pass) -> Sequence[EventRow]:
+    async def _fetch(self, tx: Lane, consumer: _Consumer, seen: _Pass) -> Sequence[EventRow]:
         now = time.monotonic()
         for gap, deadline in list(consumer.gaps.items()):
             if deadline < now:
@@ -269,14 +295,11 @@ class Dispatcher:
             # Read by another consumer in this pass: events are never changed once written, and a row committed
             # since is read at the next pass, as if this consumer had read a moment earlier.
             return seen.read[1]
-        ids = _OUTBOX.c.id
-        condition = ids > consumer.high
+        events: list[EventRow] = await _AFTER.rows(tx, consumer.high, self.batch_size)
         if consumer.gaps:
-            condition = or_(condition, ids.in_(list(consumer.gaps)))
-        # A Core statement on the session's connection: plain rows, without the ORM's result machinery (events
-        # are only read, by every consumer), as named tuples.
-        query = select(*_EVENT_COLUMNS).where(condition).order_by(ids).limit(self.batch_size)
-        events = [EventRow._make(row) for row in await connection.execute(query)]
+            # Gaps that filled come first (their ids are lower); what the batch has no room for is read next time.
+            filled = await _MISSING.rows(tx, asked[1])
+            events = sorted(filled, key=_by_id)[: self.batch_size] + events[: max(0, self.batch_size - len(filled))]
         seen.read = (asked, events)
         return events
 
@@ -305,14 +328,13 @@ class Dispatcher:
             return 0
         before = [(consumer.high, consumer.saved) for consumer in group]
         try:
-            async with self.db.transaction() as session:
-                connection = await session.connection()
-                events = await self._fetch(connection, group[0], seen)
+            async with self.db.direct() as tx:
+                events = await self._fetch(tx, group[0], seen)
                 if events:
                     for consumer in group:
-                        await consumer.handler(session, events)
+                        await consumer.handler(tx, events)
                         self._track(consumer, events)
-                await self._save(connection, group)
+                await self._save(tx, group)
         except BaseException as error:
             for consumer, (high, saved) in zip(group, before, strict=True):
                 consumer.high, consumer.gaps, consumer.saved = high, {}, saved
@@ -322,24 +344,22 @@ class Dispatcher:
             return None
         return len(events)
 
-    async def _save(self, connection: AsyncConnection, consumers: Sequence[_Consumer]) -> None:
+    async def _save(self, tx: Lane, consumers: Sequence[_Consumer]) -> None:
         """Store the position of ``consumers`` (all at the same one), if it moved, as this process's: raises
         ``LeaseLost`` (and the pass rolls back) if another process holds any of them now."""
         position = consumers[0].position()
         moved = [consumer for consumer in consumers if consumer.saved != position]
         if not moved:
             return
-        columns = _CURSORS.c
         names = [consumer.name for consumer in moved]
-        result = await connection.execute(
-            update(_CURSORS)
-            .where(columns.name.in_(names), columns.owner == self.node_id)
-            .values(position=position, updated_at=utcnow())
-        )
-        if result.rowcount != len(moved):
+        if await _SAVE.run(tx, names, self.node_id, position, utcnow()) != len(moved):
             raise LeaseLost(names)
         for consumer in moved:
             consumer.saved = position
+
+
+def _by_id(event: EventRow) -> int:
+    return event.id
 
 
 class LeaseLost(RuntimeError):

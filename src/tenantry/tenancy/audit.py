@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from tenantry.db import scope
+from tenantry.db.statements import Lane
 from tenantry.db.upsert import bulk_insert_ignoring_conflicts
 from tenantry.events.models import EventRow
 from tenantry.tenancy.models import AuditEntry
@@ -44,7 +43,7 @@ def _entry(event: EventRow) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-async def record(tx: AsyncSession, events: Sequence[EventRow]) -> None:
+async def record(tx: Lane, events: Sequence[EventRow]) -> None:
     """Outbox consumer: write one audit entry per event; an event seen twice is written once.
     A batch spans organizations, so it writes unscoped."""
     await scope.unscoped(tx)

@@ -18,19 +18,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, select
 
 from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
 from tenantry.db import scope
+from tenantry.db.statements import Lane, Listing
 from tenantry.db.upsert import bulk_insert_ignoring_conflicts
 from tenantry.events.models import EventRow
 from tenantry.webhooks.events import WEBHOOK_TEST
-from tenantry.webhooks.models import PENDING, Delivery, Endpoint
+from tenantry.webhooks.models import PENDING, Delivery, Endpoint, EndpointRow
 from tenantry.webhooks.work import Claimed, Job, Target
 
 if TYPE_CHECKING:
@@ -47,6 +47,16 @@ _COLUMNS = (
 )  # fmt: skip
 # One row per delivery, hence a bulk write; a second fan-out of an event makes nothing (its unique key).
 _INSERT = bulk_insert_ignoring_conflicts(_TABLE, _COLUMNS)  # type: ignore[arg-type]
+_ENDPOINTS = cast(Table, Endpoint.__table__)
+# Every batch's reads: the enabled endpoints of its organizations; which of the deliveries it wrote are there.
+_ENABLED_ENDPOINTS = Listing(
+    lambda orgs: select(*(_ENDPOINTS.c[name] for name in EndpointRow._fields)).where(
+        _ENDPOINTS.c.org_id.in_(orgs), _ENDPOINTS.c.is_enabled.is_(True)
+    ),
+    _ENDPOINTS.c.org_id.type,
+    row=EndpointRow._make,
+)
+_EXISTING = Listing(lambda ids: select(_TABLE.c.id).where(_TABLE.c.id.in_(ids)), _TABLE.c.id.type)
 _NOT_LEASED = (None, None)  # (locked_by, locked_until) of a delivery left for whoever claims it
 
 
@@ -61,7 +71,7 @@ def body(event: EventRow) -> str:
 class _Route:
     """An endpoint during one batch: read once, and how many more this process takes for it."""
 
-    endpoint: Endpoint
+    endpoint: EndpointRow
     id: uuid.UUID
     room: int
     target: Target | None = None
@@ -114,16 +124,15 @@ class _Plan:
         (self.handed if held else self.hinted).append((claimed, route.target))
 
 
-async def unscoped_fan_out(tx: AsyncSession, events: Sequence[EventRow], *, deliverer: Deliverer | None = None) -> None:
+async def unscoped_fan_out(tx: Lane, events: Sequence[EventRow], *, deliverer: Deliverer | None = None) -> None:
     """Outbox consumer: one pending delivery per (event, matching enabled endpoint of its organization),
     leased to ``deliverer`` while it has room. A batch spans organizations, so it reads and writes unscoped."""
     org_ids = {event.org_id for event in events if event.org_id is not None}
     if not org_ids:
         return
     await scope.unscoped(tx)
-    query = select(Endpoint).where(Endpoint.org_id.in_(org_ids), Endpoint.is_enabled.is_(True))
     routes: dict[uuid.UUID, list[_Route]] = {}
-    for endpoint in (await tx.scalars(query)).all():
+    for endpoint in await _ENABLED_ENDPOINTS.rows(tx, list(org_ids)):
         room = deliverer.room(endpoint.id) if deliverer is not None else 0
         routes.setdefault(endpoint.org_id, []).append(_Route(endpoint, endpoint.id, room))
     plan = _Plan(deliverer, utcnow())
@@ -143,7 +152,7 @@ async def unscoped_fan_out(tx: AsyncSession, events: Sequence[EventRow], *, deli
         # Some were made already by an earlier fan-out of the same event (or the driver does not count):
         # those this one did not make are someone else's to send.
         ids = [job[0].id for job in (*handed, *hinted)]
-        made = set((await tx.scalars(select(Delivery.id).where(Delivery.id.in_(ids)))).all())
+        made = {row[0] for row in await _EXISTING.rows(tx, ids)}
         handed = [job for job in handed if job[0].id in made]
         hinted = [job for job in hinted if job[0].id in made]
     if handed:

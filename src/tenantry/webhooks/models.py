@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -87,3 +88,20 @@ class Attempt(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
     response_body: Mapped[str | None] = mapped_column(Text)  # what was read of it, at most the read limit
+
+
+class EndpointRow(NamedTuple):
+    """What the fan-out and the sending read of an endpoint, as plain columns (a read of every event batch)."""
+
+    id: uuid.UUID
+    org_id: uuid.UUID
+    url: str
+    event_types: list[str] | None
+    headers: dict[str, str]
+    rate_limit: int | None
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+    failing_since: datetime | None
+    created_at: datetime
+    updated_at: datetime

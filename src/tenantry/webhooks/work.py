@@ -11,7 +11,7 @@ import structlog
 
 from tenantry.identity.sealing import Sealer, SealError
 from tenantry.settings import Settings
-from tenantry.webhooks.models import Endpoint
+from tenantry.webhooks.models import Endpoint, EndpointRow
 from tenantry.webhooks.sending import Outcome
 from tenantry.webhooks.signing import Signer, secret_key
 
@@ -101,7 +101,7 @@ class Targets:
         found = self._fresh.get(endpoint_id)
         return found[1] if found is not None and found[0] > time.monotonic() else None
 
-    def put(self, row: Endpoint, now: datetime) -> Target:
+    def put(self, row: Endpoint | EndpointRow, now: datetime) -> Target:
         """The endpoint ``row`` as a target, remembered for ``ttl`` seconds."""
         signer = self._signer(row, now)
         target = Target(row.id, row.org_id, row.url, dict(row.headers or {}), signer, row.rate_limit, row.failing_since)
@@ -113,7 +113,7 @@ class Targets:
     def forget(self, endpoint_id: uuid.UUID) -> None:
         self._fresh.pop(endpoint_id, None)
 
-    def _signer(self, row: Endpoint, now: datetime) -> Signer:
+    def _signer(self, row: Endpoint | EndpointRow, now: datetime) -> Signer:
         """What signs with the endpoint's keys, or with none when its secret cannot be opened (sealed with another
         encryption key): then every attempt fails, logged, instead of one endpoint blocking the fan-out of all."""
         previous = (
