@@ -31,18 +31,18 @@ from typing import Any
 import aiohttp
 import structlog
 from prometheus_client import Histogram
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from tenantry.core.clock import utcnow
 from tenantry.db import scope
 from tenantry.db.engine import Database
+from tenantry.db.statements import Lane, Listing
 from tenantry.identity.sealing import Sealer
 from tenantry.ratelimit.gcra import Rate
 from tenantry.ratelimit.limiter import Limiter
 from tenantry.webhooks.addresses import make_connector
 from tenantry.webhooks.ledger import Ledger
-from tenantry.webhooks.models import PENDING, Delivery, Endpoint
+from tenantry.webhooks.models import PENDING, Delivery, Endpoint, EndpointRow
 from tenantry.webhooks.senders import Senders
 from tenantry.webhooks.sending import Deadlines, Outcome, Request, send
 from tenantry.webhooks.work import Claimed, DeliveryConfig, Job, Result, Target, Targets
@@ -71,6 +71,29 @@ _CLAIMED_COLUMNS = (
     _DELIVERY.attempt_count,
     _DELIVERY.is_one_shot,
     _DELIVERY.next_attempt_at,
+)
+# Hinted deliveries leased by id: those still due, unleased and of an enabled endpoint.
+_LEASE_BY_ID = Listing(
+    lambda ids: (
+        update(Delivery.__table__)  # type: ignore[arg-type]
+        .where(
+            _DELIVERY.id.in_(ids),
+            _DELIVERY.status == PENDING,
+            _DELIVERY.next_attempt_at <= bindparam("b_now"),
+            or_(_DELIVERY.locked_until.is_(None), _DELIVERY.locked_until < bindparam("b_now")),
+            _DELIVERY.endpoint_id.in_(select(Endpoint.id).where(Endpoint.is_enabled.is_(True)).scalar_subquery()),
+        )
+        .values(locked_by=bindparam("b_owner"), locked_until=bindparam("b_until"))
+        .returning(_DELIVERY.id, _DELIVERY.endpoint_id, _DELIVERY.attempt_count, _DELIVERY.next_attempt_at)
+    ),
+    _DELIVERY.id.type,
+    ("b_now", "b_owner", "b_until"),
+)
+_ENDPOINT = Endpoint.__table__.c
+_ENDPOINTS_BY_ID = Listing(
+    lambda ids: select(*(_ENDPOINT[name] for name in EndpointRow._fields)).where(_ENDPOINT.id.in_(ids)),
+    _ENDPOINT.id.type,
+    row=EndpointRow._make,
 )
 
 
@@ -387,23 +410,10 @@ class Deliverer:
             return []
         now, lease_ends = utcnow(), time.monotonic() + self.config.lease.total_seconds()
         by_id = {job[0].id: job for job in hinted}
-        enabled = select(Endpoint.id).where(Endpoint.is_enabled.is_(True))
-        lease = (
-            update(Delivery.__table__)  # type: ignore[arg-type]
-            .where(
-                _DELIVERY.id.in_(sorted(by_id)),  # one order for every process: no deadlock between two leases
-                _DELIVERY.status == PENDING,
-                _DELIVERY.next_attempt_at <= now,
-                or_(_DELIVERY.locked_until.is_(None), _DELIVERY.locked_until < now),
-                _DELIVERY.endpoint_id.in_(enabled.scalar_subquery()),
-            )
-            .values(locked_by=self.node_id, locked_until=now + self.config.lease)
-            .returning(_DELIVERY.id, _DELIVERY.endpoint_id, _DELIVERY.attempt_count, _DELIVERY.next_attempt_at)
-        )
-        async with self.db.transaction() as tx:
+        async with self.db.direct() as tx:
             await scope.unscoped(tx)
-            connection = await tx.connection()
-            rows = (await connection.execute(lease)).all()
+            # One order for every process: no deadlock between two leases.
+            rows = await _LEASE_BY_ID.rows(tx, sorted(by_id), now, self.node_id, now + self.config.lease)
             await self._refresh_targets(tx, {row[1] for row in rows}, now)
         jobs = []
         for delivery_id, endpoint_id, attempt_count, due_at in rows:  # by position, as in ``returning``
@@ -416,12 +426,11 @@ class Deliverer:
                 jobs.append((delivery, target))
         return jobs
 
-    async def _refresh_targets(self, tx: AsyncSession, endpoint_ids: set[uuid.UUID], now: datetime) -> None:
+    async def _refresh_targets(self, tx: Lane, endpoint_ids: set[uuid.UUID], now: datetime) -> None:
         """Read the endpoints among ``endpoint_ids`` whose settings were read too long ago."""
-        wanted = {e for e in endpoint_ids if self.targets.get(e) is None}
-        if wanted:
-            for endpoint in await tx.scalars(select(Endpoint).where(Endpoint.id.in_(wanted))):
-                self.targets.put(endpoint, now)
+        wanted = [e for e in endpoint_ids if self.targets.get(e) is None]
+        for endpoint in await _ENDPOINTS_BY_ID.rows(tx, wanted):
+            self.targets.put(endpoint, now)
 
     def _within_room(self, candidates: Sequence[Any]) -> list[uuid.UUID]:
         taken: dict[uuid.UUID, int] = {}

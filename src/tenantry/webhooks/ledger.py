@@ -20,13 +20,13 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.clock import utcnow
 from tenantry.core.ids import new_id
 from tenantry.db import scope
 from tenantry.db.bulk import Bulk
 from tenantry.db.engine import Database
+from tenantry.db.statements import Lane, Listing, Statement
 from tenantry.events.outbox import emit
 from tenantry.webhooks.events import ENDPOINT_DISABLED
 from tenantry.webhooks.models import FAILED, PENDING, SUCCEEDED, Attempt, Delivery, Endpoint
@@ -65,6 +65,20 @@ _RECOVERED = Bulk(
 _LOG = Bulk(
     insert(Attempt.__table__),  # type: ignore[arg-type]
     ("id", "org_id", "delivery_id", "at", "response_status", "duration_ms", "error", "response_body"),
+)
+_ALIVE = Listing(lambda ids: select(_DELIVERY.id).where(_DELIVERY.id.in_(ids)), _DELIVERY.id.type)
+_START_FAILING = Statement(
+    update(Endpoint.__table__)  # type: ignore[arg-type]
+    .where(_ENDPOINT.id == bindparam("b_id"), _ENDPOINT.failing_since.is_(None))
+    .values(failing_since=bindparam("b_now")),
+    ("b_id", "b_now"),
+)
+_DISABLE = Statement(
+    update(Endpoint.__table__)  # type: ignore[arg-type]
+    .where(_ENDPOINT.id == bindparam("b_id"), _ENDPOINT.is_enabled.is_(True))
+    .values(is_enabled=False, disabled_reason=bindparam("b_reason"), updated_at=bindparam("b_now"))
+    .returning(_ENDPOINT.id),
+    ("b_id", "b_reason", "b_now"),
 )
 
 
@@ -108,15 +122,15 @@ class Ledger:
             raise
 
     async def _write_all(self, results: list[Result], *, only_alive: bool) -> None:
-        async with self.db.transaction() as tx:
+        async with self.db.direct() as tx:
             await scope.unscoped(tx)  # a batch spans organizations
             await self._write(tx, results, only_alive=only_alive)
 
-    async def _write(self, tx: AsyncSession, results: list[Result], *, only_alive: bool) -> None:
+    async def _write(self, tx: Lane, results: list[Result], *, only_alive: bool) -> None:
         now = utcnow()
         if only_alive:
             ids = [r.delivery.id for r in results]
-            alive = set((await tx.scalars(select(Delivery.id).where(Delivery.id.in_(ids)))).all())
+            alive = {row[0] for row in await _ALIVE.rows(tx, ids)}
             results = [r for r in results if r.delivery.id in alive]
         attempts: list[tuple[Any, ...]] = []
         changes: list[tuple[Any, ...]] = []
@@ -158,7 +172,7 @@ class Ledger:
         )  # fmt: skip
         return attempt, change
 
-    async def _update_endpoints(self, tx: AsyncSession, results: list[Result], now: datetime) -> None:
+    async def _update_endpoints(self, tx: Lane, results: list[Result], now: datetime) -> None:
         """Endpoints that answered well are no longer failing; those that only fail start (or go on) failing,
         and are disabled after ``disable_after`` of that, or at once on 410 Gone. One statement per endpoint
         per batch, whatever the number of its results; one for all that answered well."""
@@ -179,21 +193,13 @@ class Ledger:
             elif target.failing_since is not None and now - target.failing_since >= self.config.disable_after:
                 await self._disable(tx, target, reason="failing", failing_since=target.failing_since)
             else:
-                failing = update(Endpoint).where(Endpoint.id == endpoint_id, Endpoint.failing_since.is_(None))
-                changed = await tx.execute(failing.values(failing_since=now))
-                if changed.rowcount:  # type: ignore[attr-defined]
+                if await _START_FAILING.run(tx, endpoint_id, now):
                     self.targets.forget(endpoint_id)  # read it afresh: its failing_since moved
         await _RECOVERED.run(tx, recovered)
 
-    async def _disable(self, tx: AsyncSession, target: Target, *, reason: str, failing_since: datetime | None) -> None:
+    async def _disable(self, tx: Lane, target: Target, *, reason: str, failing_since: datetime | None) -> None:
         self.targets.forget(target.id)
-        done = await tx.execute(
-            update(Endpoint)
-            .where(Endpoint.id == target.id, Endpoint.is_enabled.is_(True))
-            .values(is_enabled=False, disabled_reason=reason, updated_at=utcnow())
-            .returning(Endpoint.id)
-        )
-        if done.first() is None:
+        if await _DISABLE.first(tx, target.id, reason, utcnow()) is None:
             return  # already disabled (by someone else, or by an earlier batch)
         log.warning("webhooks.endpoint_disabled", endpoint_id=str(target.id), reason=reason)
         data = {
