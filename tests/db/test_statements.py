@@ -165,3 +165,24 @@ async def test_a_listing_finds_every_row_of_a_list_of_any_length(db: Database, c
     async with db.read() as session:
         names = dict((await session.execute(select(TABLE.c.slug, TABLE.c.name))).tuples().all())
     assert [names[org[2]] == "Renamed" for org in orgs] == [n < count for n in range(count + 2)]
+
+
+async def test_a_direct_transaction_cancelled_mid_way_writes_nothing_and_the_next_one_commits(db: Database) -> None:
+    started = asyncio.Event()
+
+    async def cancelled() -> None:
+        async with db.direct() as tx:
+            await INSERT.run(tx, *_org("cancelled"))
+            started.set()
+            await asyncio.sleep(30)  # cancelled here, its row written but not committed
+
+    task = asyncio.create_task(cancelled())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _write(db, _org("after"))
+
+    async with db.direct_read() as reader:
+        assert await BY_SLUG.first(reader, "cancelled") is None
+        assert await BY_SLUG.first(reader, "after") is not None
