@@ -186,3 +186,26 @@ async def test_a_direct_transaction_cancelled_mid_way_writes_nothing_and_the_nex
     async with db.direct_read() as reader:
         assert await BY_SLUG.first(reader, "cancelled") is None
         assert await BY_SLUG.first(reader, "after") is not None
+
+
+async def test_a_rollback_cut_short_leaves_the_writer_fit_for_the_next_transaction(db: Database) -> None:
+    started = asyncio.Event()
+
+    async def cancelled_twice() -> None:
+        async with db.direct() as tx:
+            await INSERT.run(tx, *_org("cancelled"))
+            started.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(cancelled_twice())
+    await started.wait()
+    task.cancel()
+    await asyncio.sleep(0)  # the task is rolling back now
+    task.cancel()  # and is cancelled again in the middle of it
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _write(db, _org("after"))
+
+    async with db.direct_read() as reader:
+        assert await BY_SLUG.first(reader, "cancelled") is None
+        assert await BY_SLUG.first(reader, "after") is not None

@@ -84,11 +84,15 @@ class Direct:
 
 async def _open(path: Path, *, wal: Callable[[Any], None]) -> aiosqlite.Connection:
     connection = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
-    connection._conn.row_factory = None  # plain tuples, as the engines' connections give
-    await connection.execute("PRAGMA busy_timeout=10000")
-    await connection._execute(lambda: wal(connection._conn.cursor()))  # type: ignore[no-untyped-call]
-    await connection.execute("PRAGMA synchronous=NORMAL")
-    await connection.execute("PRAGMA foreign_keys=ON")
+    try:
+        connection._conn.row_factory = None  # plain tuples, as the engines' connections give
+        await connection.execute("PRAGMA busy_timeout=10000")
+        await connection._execute(lambda: wal(connection._conn.cursor()))  # type: ignore[no-untyped-call]
+        await connection.execute("PRAGMA synchronous=NORMAL")
+        await connection.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        await connection.close()  # (its thread would outlive it)
+        raise
     return connection
 
 
