@@ -33,9 +33,6 @@ from tenantry.db.sqlite import OneTripConnection, OneTripDBAPI
 
 log = structlog.get_logger(__name__)
 
-# Keys that services set in ``info`` to say what a transaction wrote (see ``on_commit``).
-MARKS = ("events", "newest_event", "jobs")
-
 # What a service may write through: an ORM session, or a bare connection on hot paths.
 Writer = AsyncSession | AsyncConnection
 
@@ -209,13 +206,13 @@ class Database:
         Same commit rules and after-commit callbacks as :meth:`transaction`.
         """
         async with self._turn(), self.writer.begin() as connection:
-            # Marks belong to one transaction, but this dict to the pooled connection: start clean, and hand on
-            # (and take away) every key the transaction added, whoever's marks they are.
-            for mark in MARKS:
-                connection.info.pop(mark, None)
+            # Marks belong to one transaction, but this dict to the pooled connection: every key the transaction
+            # added is taken away as it ends, committed or not, and handed on if it committed.
             kept = set(connection.info)
-            yield connection
-            info = {key: connection.info.pop(key) for key in list(connection.info) if key not in kept}
+            try:
+                yield connection
+            finally:
+                info = {key: connection.info.pop(key) for key in list(connection.info) if key not in kept}
         self._committed(info)
 
     @asynccontextmanager

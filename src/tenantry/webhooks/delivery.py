@@ -42,7 +42,7 @@ from tenantry.ratelimit.gcra import Rate
 from tenantry.ratelimit.limiter import Limiter
 from tenantry.webhooks.addresses import make_connector
 from tenantry.webhooks.ledger import Ledger
-from tenantry.webhooks.models import PENDING, Delivery, Endpoint, EndpointRow
+from tenantry.webhooks.models import ENDPOINT_ROW_COLUMNS, PENDING, Delivery, Endpoint, EndpointRow
 from tenantry.webhooks.senders import Senders
 from tenantry.webhooks.sending import Deadlines, Outcome, Request, send
 from tenantry.webhooks.work import Claimed, DeliveryConfig, Job, Result, Target, Targets
@@ -91,7 +91,7 @@ _LEASE_BY_ID = Listing(
 )
 _ENDPOINT = Endpoint.__table__.c
 _ENDPOINTS_BY_ID = Listing(
-    lambda ids: select(*(_ENDPOINT[name] for name in EndpointRow._fields)).where(_ENDPOINT.id.in_(ids)),
+    lambda ids: select(*ENDPOINT_ROW_COLUMNS).where(_ENDPOINT.id.in_(ids)),
     _ENDPOINT.id.type,
     row=EndpointRow._make,
 )

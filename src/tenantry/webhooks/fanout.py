@@ -30,7 +30,7 @@ from tenantry.db.statements import Lane, Listing
 from tenantry.db.upsert import bulk_insert_ignoring_conflicts
 from tenantry.events.models import EventRow
 from tenantry.webhooks.events import WEBHOOK_TEST
-from tenantry.webhooks.models import PENDING, Delivery, Endpoint, EndpointRow
+from tenantry.webhooks.models import ENDPOINT_ROW_COLUMNS, PENDING, Delivery, Endpoint, EndpointRow
 from tenantry.webhooks.work import Claimed, Job, Target
 
 if TYPE_CHECKING:
@@ -50,9 +50,7 @@ _INSERT = bulk_insert_ignoring_conflicts(_TABLE, _COLUMNS)  # type: ignore[arg-t
 _ENDPOINTS = cast(Table, Endpoint.__table__)
 # Every batch's reads: the enabled endpoints of its organizations; which of the deliveries it wrote are there.
 _ENABLED_ENDPOINTS = Listing(
-    lambda orgs: select(*(_ENDPOINTS.c[name] for name in EndpointRow._fields)).where(
-        _ENDPOINTS.c.org_id.in_(orgs), _ENDPOINTS.c.is_enabled.is_(True)
-    ),
+    lambda orgs: select(*ENDPOINT_ROW_COLUMNS).where(_ENDPOINTS.c.org_id.in_(orgs), _ENDPOINTS.c.is_enabled.is_(True)),
     _ENDPOINTS.c.org_id.type,
     row=EndpointRow._make,
 )

@@ -105,3 +105,7 @@ class EndpointRow(NamedTuple):
     failing_since: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+# The columns of an ``EndpointRow``, in its order.
+ENDPOINT_ROW_COLUMNS = tuple(Endpoint.__table__.c[name] for name in EndpointRow._fields)
