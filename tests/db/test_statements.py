@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from tenantry.db.direct import Direct
@@ -198,3 +198,42 @@ async def test_a_direct_transaction_cancelled_mid_way_writes_nothing_and_the_nex
 
 async def test_a_rollback_cut_short_leaves_the_writer_fit_for_the_next_transaction(db: Database) -> None:
     await _cancel_mid_write(db, times=2)
+
+
+async def test_a_transaction_whose_connection_is_lost_raises_what_lost_it_and_the_next_one_starts_clean(
+    db: Database,
+) -> None:
+    seen: list[dict[str, Any]] = []
+    db.on_commit(seen.append)
+
+    async def losing() -> None:
+        async with db.core_transaction() as connection:
+            connection.info["webhooks.handed"] = ["a job"]
+            await connection.invalidate()  # as SQLAlchemy does when a statement is cut off
+            raise RuntimeError("connection lost")
+
+    with pytest.raises(RuntimeError, match="connection lost"):  # not SQLAlchemy's complaint about the lost one
+        await losing()
+    async with db.core_transaction() as connection:
+        assert "webhooks.handed" not in connection.info
+    assert seen == [{}]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_statement_cancelled_on_the_server_ends_its_transaction_with_the_cancellation(db: Database) -> None:
+    started = asyncio.Event()
+
+    async def waiting() -> None:
+        async with db.core_transaction() as connection:
+            connection.info["webhooks.handed"] = ["a job"]
+            started.set()
+            await connection.execute(text("SELECT pg_sleep(30)"))
+
+    task = asyncio.create_task(waiting())
+    await started.wait()
+    await asyncio.sleep(0.1)  # (the sleep is running on the server now)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):  # as a shutdown cancels a flush: it must end, not raise anew
+        await task
+    async with db.core_transaction() as connection:
+        assert (await connection.execute(text("SELECT 1"))).scalar() == 1

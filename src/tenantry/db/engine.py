@@ -207,12 +207,15 @@ class Database:
         """
         async with self._turn(), self.writer.begin() as connection:
             # Marks belong to one transaction, but this dict to the pooled connection: every key the transaction
-            # added is taken away as it ends, committed or not, and handed on if it committed.
-            kept = set(connection.info)
+            # added is taken away as it ends, committed or not, and handed on if it committed. The dict is held
+            # from the start: a connection lost mid-way can no longer be asked for it (SQLAlchemy would raise in
+            # place of the error that lost it), and the pool clears it anyway when it reconnects.
+            marks = connection.info
+            kept = set(marks)
             try:
                 yield connection
             finally:
-                info = {key: connection.info.pop(key) for key in list(connection.info) if key not in kept}
+                info = {key: marks.pop(key) for key in list(marks) if key not in kept}
         self._committed(info)
 
     @asynccontextmanager
