@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tenantry.app import create_app
 from tenantry.db import migrate
 from tenantry.db.base import Base
+from tenantry.db.engine import Database
 from tenantry.platform import Platform
 from tenantry.settings import Settings
 from tests.limits import GENEROUS_LIMITS, SHED_LAG_HARD, SHED_LAG_SOFT
@@ -156,6 +157,14 @@ async def database_url(request: pytest.FixtureRequest, migrated_databases: dict[
     url = migrated_databases[request.param]
     await truncate_all(url)
     return url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The database port on an empty, migrated database, once per backend (no application around it)."""
+    database = Database(database_url)
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -29,13 +29,6 @@ from tests.factories.identity import signed_in
 from tests.statements import READER, WRITER, recorded
 
 EVENT = "user.updated"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
 
 
 async def _count(db: Database, model: type[Any]) -> int:

@@ -4,10 +4,18 @@ newest first, page by page, and never another organization's."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
+from sqlalchemy import select
 
+from tenantry.core.context import Actor
+from tenantry.db.engine import Database
+from tenantry.events.dispatcher import _AFTER
+from tenantry.events.outbox import emit
 from tenantry.platform import Platform
+from tenantry.tenancy import audit
+from tenantry.tenancy.models import AuditEntry
 from tests.factories.tenancy import Org, add_member, bearer, create_api_key, create_org, read_audit_log
 
 LOOPBACK = "127.0.0.1"
@@ -121,3 +129,33 @@ async def test_the_audit_log_needs_audit_read_and_shows_one_organization_only(
     assert len(mine) == 10  # the 7 of the history, a key and two members since
     assert not strangers & ({e["target"]["id"] for e in mine} | {e["actor"]["id"] for e in mine})
     assert len(other_owner_view.json()["items"]) == 7
+
+
+async def test_an_entry_is_its_event_copied_whole_and_an_event_handed_over_twice_is_written_once(db: Database) -> None:
+    org_id = uuid.uuid4()
+    team = {"id": str(uuid.uuid4()), "name": 'Ünïcode "quoted" team', "size": 2**63 + 1, "tags": [None, 1.5]}
+    actor = Actor(type="api_key", id="key_123", ip="2001:db8::7", user_agent='curl/8.5 ("quoted")')
+    async with db.direct() as tx:
+        await emit(tx, "team.created", data={"team": team}, actor=actor, org_id=org_id)
+        await emit(tx, "organization.updated", data={"target": {"type": "org", "id": 42}}, org_id=org_id)
+    async with db.direct_read() as reader:
+        events = await _AFTER.rows(reader, 0, 10)
+
+    for _ in range(2):  # the second time, as after a lost cursor update: nothing more is written
+        async with db.direct() as tx:
+            await audit.record(tx, events)
+
+    async with db.read() as session:
+        entries = (await session.scalars(select(AuditEntry).order_by(AuditEntry.at, AuditEntry.action))).all()
+    got = [
+        (e.id, e.event_id, e.org_id, e.action, e.actor_type, e.actor_id, e.target_type, e.target_id, e.ip,
+         e.user_agent, e.data, e.at)
+        for e in entries
+    ]  # fmt: skip
+    first, second = events
+    assert got == [
+        (first.event_id, first.event_id, org_id, "team.created", "api_key", "key_123", "team", team["id"],
+         actor.ip, actor.user_agent, {"team": team}, first.occurred_at),
+        (second.event_id, second.event_id, org_id, "organization.updated", "system", None, "org", "42", None, None,
+         {"target": {"type": "org", "id": 42}}, second.occurred_at),
+    ]  # fmt: skip

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+
+from sqlalchemy import BigInteger, String, bindparam, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import ClauseElement
 
 from tenantry.db import scope
-from tenantry.db.statements import Lane
-from tenantry.db.upsert import bulk_insert_ignoring_conflicts
-from tenantry.events.models import EventRow
+from tenantry.db.statements import Lane, Statement
+from tenantry.db.upsert import dialect_insert
+from tenantry.events.models import EventRow, OutboxEvent
 from tenantry.tenancy.models import AuditEntry
 
 CONSUMER = "audit"
-_TABLE = AuditEntry.__table__
-_COLUMNS = (
-    "id", "event_id", "org_id", "action", "actor_type", "actor_id",
-    "target_type", "target_id", "ip", "user_agent", "data", "at",
-)  # fmt: skip
-# One row per event, hence a bulk write: an event handed over twice is written once (its unique event_id).
-_INSERT = bulk_insert_ignoring_conflicts(_TABLE, _COLUMNS)  # type: ignore[arg-type]
+_AUDIT = AuditEntry.__table__
+_OUTBOX = OutboxEvent.__table__
+
+
+def _copy(dialect: Dialect) -> ClauseElement:
+    """An audit entry copied from its outbox row by the database (only what it is about comes from Python): the
+    event's data, times and ids are not read back, converted and written again. An event handed over twice is
+    written once (its unique ``event_id``)."""
+    copied = select(
+        _OUTBOX.c.event_id, _OUTBOX.c.event_id, _OUTBOX.c.org_id, _OUTBOX.c.type, _OUTBOX.c.actor_type,
+        _OUTBOX.c.actor_id, bindparam("target_type", type_=String), bindparam("target_id", type_=String),
+        _OUTBOX.c.ip, _OUTBOX.c.user_agent, _OUTBOX.c.data, _OUTBOX.c.occurred_at,
+    ).where(_OUTBOX.c.id == bindparam("outbox_id", type_=BigInteger))  # fmt: skip
+    columns = (
+        "id", "event_id", "org_id", "action", "actor_type", "actor_id",
+        "target_type", "target_id", "ip", "user_agent", "data", "at",
+    )  # fmt: skip
+    return dialect_insert(dialect, _AUDIT).from_select(columns, copied).on_conflict_do_nothing()  # type: ignore[arg-type]
+
+
+_COPY = Statement(_copy, ("outbox_id", "target_type", "target_id"))
 
 
 def _target(event: EventRow) -> tuple[str | None, str | None]:
@@ -34,17 +51,8 @@ def _target(event: EventRow) -> tuple[str | None, str | None]:
     return kind, None
 
 
-def _entry(event: EventRow) -> tuple[Any, ...]:
-    """An audit row, its values in ``_COLUMNS`` order (the entry takes its event's id)."""
-    target_type, target_id = _target(event)
-    return (
-        event.event_id, event.event_id, event.org_id, event.type, event.actor_type, event.actor_id,
-        target_type, target_id, event.ip, event.user_agent, event.data, event.occurred_at,
-    )  # fmt: skip
-
-
 async def record(tx: Lane, events: Sequence[EventRow]) -> None:
     """Outbox consumer: write one audit entry per event; an event seen twice is written once.
     A batch spans organizations, so it writes unscoped."""
     await scope.unscoped(tx)
-    await _INSERT.run(tx, [_entry(e) for e in events])
+    await _COPY.many(tx, [(event.id, *_target(event)) for event in events])
