@@ -147,7 +147,8 @@ async def test_an_entry_is_its_event_copied_whole_and_an_event_handed_over_twice
 
     async with db.read() as session:
         entries = (await session.scalars(select(AuditEntry))).all()
-    entries = sorted(entries, key=lambda e: [event.event_id for event in events].index(e.event_id))  # events' order
+    position = {event.event_id: i for i, event in enumerate(events)}
+    entries = sorted(entries, key=lambda e: position[e.event_id])  # in their events' order
     got = [
         (e.id, e.event_id, e.org_id, e.action, e.actor_type, e.actor_id, e.target_type, e.target_id, e.ip,
          e.user_agent, e.data, e.at)
