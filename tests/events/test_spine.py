@@ -19,7 +19,7 @@ from tenantry.core.ids import new_id
 from tenantry.db import scope
 from tenantry.db.engine import Database
 from tenantry.db.statements import Lane, Statement
-from tenantry.events.dispatcher import Dispatcher, LeaseLost
+from tenantry.events.dispatcher import Dispatcher, LeaseLost, _Commits
 from tenantry.events.jobs import JobRunner, enqueue
 from tenantry.events.models import ConsumerCursor, EventRow, Job, OutboxEvent
 from tenantry.events.outbox import NEWEST_EVENT, emit
@@ -550,3 +550,23 @@ async def test_concurrent_claims_never_take_the_same_job(db: Database) -> None:
     await asyncio.gather(*(r.drain() for r in runners))
 
     assert sorted(ran, key=int) == [str(n) for n in range(30)]
+
+
+def test_events_further_apart_than_the_coalescing_wait_are_never_held_back_even_after_a_burst() -> None:
+    """A burst is let pile up; events that come further apart than the wait go at once, every one of them,
+    even right after a burst (a pass put off for a burst ends late: that must not make the next event look
+    close behind it, or events 30 ms apart would each wait the whole 20 ms, as they once did)."""
+    commits = _Commits(within=0.020)
+    assert not commits.streaming  # nothing committed yet
+
+    commits.note(100.000)
+    assert not commits.streaming  # the first event after a pause goes at once
+    commits.note(100.001)
+    assert commits.streaming  # a burst: let it pile up
+
+    for n in range(1, 6):  # then one every 30 ms
+        commits.note(100.001 + 0.030 * n)
+        assert not commits.streaming
+
+    commits.note(100.151 + 0.019)
+    assert commits.streaming

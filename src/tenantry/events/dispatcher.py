@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,27 @@ class _Consumer:
 
 
 @dataclass
+class _Commits:
+    """When this process's commits with events came: a stream while they come closer together than
+    ``within`` seconds, worth letting pile up so that one pass reads them all.
+
+    Judged by the commits' own times, never by when passes ran: a pass put off to let a stream pile up
+    ends late, and measured from its end, events 30 ms apart each looked 10 ms after the last and were
+    each put off for the whole wait, forever after one burst (the webhook latency's 20 ms fan-out stage)."""
+
+    within: float
+    last: float = -math.inf
+    gap: float = math.inf  # between the last two commits
+
+    def note(self, at: float) -> None:
+        self.gap, self.last = at - self.last, at
+
+    @property
+    def streaming(self) -> bool:
+        return self.gap < self.within
+
+
+@dataclass
 class _Pass:
     """What one pass looks up once for all its consumers (passes may overlap: ``drain`` beside ``run``)."""
 
@@ -132,10 +154,10 @@ class Dispatcher:
         self.gap_timeout = gap_timeout
         self.lease = timedelta(seconds=lease_seconds)
         self.coalesce = coalesce
+        self._commits = _Commits(coalesce)
         self._consumers: dict[str, _Consumer] = {}
         self._wake = asyncio.Event()
         self._stopping = False
-        self._busy_at = 0.0  # monotonic time of the last pass that found events
         self._committed = 0  # the highest outbox id this process is known to have committed
 
     def register(self, name: str, handler: Handler) -> None:
@@ -147,6 +169,7 @@ class Dispatcher:
         with the highest outbox id they wrote when it is known)."""
         if newest is not None and newest > self._committed:
             self._committed = newest
+        self._commits.note(time.monotonic())
         self._wake.set()
 
     def request_stop(self) -> None:
@@ -162,15 +185,13 @@ class Dispatcher:
                 if not ready:
                     await self._ensure_cursors()
                     ready = True
-                found, full = await self._pass()
+                _, full = await self._pass()
             except LeaseLost as lost:
                 log.warning("dispatcher.lease_lost", detail=str(lost))
-                found = full = False
+                full = False
             except Exception:
                 log.exception("dispatcher.error")
-                found = full = False
-            if found:
-                self._busy_at = time.monotonic()
+                full = False
             # Only a full batch says more is waiting; anything committed since the pass began has set the wake.
             if not full and not self._stopping:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
@@ -181,7 +202,7 @@ class Dispatcher:
                 # Commits coming closer together than ``coalesce`` (a stream) are let pile up and read in
                 # one transaction rather than taking the write lock once per event; an event after a
                 # pause goes at once (a webhook's latency starts here).
-                if time.monotonic() - self._busy_at < self.coalesce:
+                if self._commits.streaming:
                     await asyncio.sleep(self.coalesce)
                 self._wake.clear()
 
