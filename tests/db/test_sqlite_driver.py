@@ -14,6 +14,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tenantry.db import migrate
+from tenantry.db.direct import Direct
 from tenantry.db.engine import Database
 
 
@@ -182,3 +183,44 @@ async def test_migrations_leave_the_database_in_wal_mode(tmp_path: Path) -> None
     with contextlib.closing(sqlite3.connect(path)) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert await migrate.current_revision(url) == migrate.head_revision()
+
+
+def _wal_bytes(db: Database) -> int:
+    path = Path(str(db.writer.url.database) + "-wal")
+    return path.stat().st_size if path.exists() else 0
+
+
+@pytest.mark.parametrize("writer", ["sqlalchemy", "direct"])
+async def test_a_writers_large_batch_stays_in_its_cache_until_the_commit(db: Database, writer: str) -> None:
+    """About 4 MiB of rows in one transaction, twice SQLite's default cache: with that default, SQLite spilled
+    the dirty pages into the WAL before the commit and read them back (about 8 page reads and 8 page writes a
+    webhook delivery). A writer's cache holds such a batch; the rows are all there after the commit."""
+    rows = [{"id": n, "name": f"{n:08d}" + "x" * 1000} for n in range(4000)]
+    insert = text("INSERT INTO item (id, name) VALUES (:id, :name)")
+    before = _wal_bytes(db)
+    if writer == "sqlalchemy":
+        async with db.writer.begin() as connection:
+            await connection.execute(insert, rows)
+            during = _wal_bytes(db)
+    else:
+        async with db.direct() as tx:
+            assert isinstance(tx, Direct)
+            await tx.execute(
+                "INSERT INTO item (id, name) VALUES (?, ?)", [(r["id"], r["name"]) for r in rows], many=True
+            )
+            during = _wal_bytes(db)
+
+    assert during == before  # nothing written to the WAL before the commit
+    assert _wal_bytes(db) > before + 4_000_000
+    async with db.reader.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar_one() == 4000
+
+
+async def test_readers_keep_sqlites_own_cache_size(db: Database) -> None:
+    """A reader's cache is dropped whenever another connection commits: a large one would only cost memory."""
+    async with db.reader.connect() as connection:
+        assert (await connection.execute(text("PRAGMA cache_size"))).scalar_one() == -2000
+    async with db.direct_read() as reader:
+        assert isinstance(reader, Direct)
+        rows, _ = await reader.execute("PRAGMA cache_size", None)
+        assert rows == [(-2000,)]

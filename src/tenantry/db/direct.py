@@ -30,7 +30,7 @@ import structlog
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from tenantry.db.sqlite import execute_in_thread
+from tenantry.db.sqlite import WRITER_CACHE_KIB, execute_in_thread
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +82,7 @@ class Direct:
             await self.execute("COMMIT" if commit else "ROLLBACK", None)
 
 
-async def _open(path: Path, *, wal: Callable[[Any], None]) -> aiosqlite.Connection:
+async def _open(path: Path, *, wal: Callable[[Any], None], cache_kib: int | None = None) -> aiosqlite.Connection:
     connection = await aiosqlite.connect(path, isolation_level=None, check_same_thread=False)
     try:
         connection._conn.row_factory = None  # plain tuples, as the engines' connections give
@@ -90,6 +90,8 @@ async def _open(path: Path, *, wal: Callable[[Any], None]) -> aiosqlite.Connecti
         await connection._execute(lambda: wal(connection._conn.cursor()))  # type: ignore[no-untyped-call]
         await connection.execute("PRAGMA synchronous=NORMAL")
         await connection.execute("PRAGMA foreign_keys=ON")
+        if cache_kib is not None:
+            await connection.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
     except BaseException:
         await connection.close()  # (its thread would outlive it)
         raise
@@ -121,7 +123,9 @@ class DirectPool:
         self._opened: list[Direct] = []
 
     async def _connect(self, role: str) -> Direct:
-        direct = Direct(await _open(self.path, wal=self._wal), self.dialect, role=role, watchers=self.watchers)
+        cache_kib = WRITER_CACHE_KIB if role == "writer" else None
+        connection = await _open(self.path, wal=self._wal, cache_kib=cache_kib)
+        direct = Direct(connection, self.dialect, role=role, watchers=self.watchers)
         self._opened.append(direct)
         return direct
 

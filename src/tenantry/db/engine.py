@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from tenantry.db.direct import Direct, DirectPool, Watcher
-from tenantry.db.sqlite import OneTripConnection, OneTripDBAPI
+from tenantry.db.sqlite import WRITER_CACHE_KIB, OneTripConnection, OneTripDBAPI
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +94,7 @@ def _switch_to_wal(cursor: Any) -> None:
         log.info("db.wal_switch_deferred", reason=str(exc))
 
 
-def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, begin: str, cache_kib: int | None = None) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so that BEGIN is ours to issue.
@@ -104,6 +104,8 @@ def _configure_sqlite(engine: AsyncEngine, *, begin: str) -> None:
         _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if cache_kib is not None:
+            cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -153,7 +155,7 @@ class Database:
             )
             # Readers are kept rather than opened and closed under load (each is a thread and four PRAGMAs).
             self.reader = _engine(url, echo=echo, pool_size=8, max_overflow=8, **driver)
-            _configure_sqlite(self.writer, begin="BEGIN IMMEDIATE")
+            _configure_sqlite(self.writer, begin="BEGIN IMMEDIATE", cache_kib=WRITER_CACHE_KIB)
             _configure_sqlite(self.reader, begin="BEGIN")
             # Hot statements on connections of our own (with echo on, all go through SQLAlchemy, to be seen).
             if aiosqlite and path is not None and not echo:
