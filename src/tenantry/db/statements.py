@@ -174,11 +174,13 @@ class Compiled:
         """The driver's rows as SQLAlchemy would give them."""
         if self.reads_as_is:
             return [tuple(row) for row in rows]
-        readers = self.readers
-        return [
-            tuple(value if reader is None else reader(value) for reader, value in zip(readers, row, strict=True))
-            for row in rows
-        ]
+        if not rows:
+            return []
+        # Column by column, as ``parameters`` converts: a batch of outbox events (ten columns, four read by a
+        # function) read a cell at a time cost about a microsecond more per row, in a generator's steps.
+        columns = zip(self.readers, zip(*rows, strict=True), strict=True)
+        read = (column if reader is None else map(reader, column) for reader, column in columns)
+        return list(zip(*read, strict=True))
 
 
 async def _execute(tx: Lane, sql: str, parameters: Any, *, many: bool = False) -> tuple[list[Any] | None, int]:
