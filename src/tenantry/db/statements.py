@@ -63,7 +63,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _uuid_hex(value: uuid.UUID | None) -> str | None:
-    return None if value is None else value.hex
+    return None if value is None else f"{value.int:032x}"  # UUID.hex's own format, without its property's call
 
 
 def _json(value: Any) -> str:

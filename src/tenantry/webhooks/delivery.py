@@ -84,7 +84,7 @@ _LEASE_BY_ID = Listing(
             _DELIVERY.endpoint_id.in_(select(Endpoint.id).where(Endpoint.is_enabled.is_(True)).scalar_subquery()),
         )
         .values(locked_by=bindparam("b_owner"), locked_until=bindparam("b_until"))
-        .returning(_DELIVERY.id, _DELIVERY.endpoint_id, _DELIVERY.attempt_count, _DELIVERY.next_attempt_at)
+        .returning(_DELIVERY.id, _DELIVERY.attempt_count, _DELIVERY.next_attempt_at)
     ),
     _DELIVERY.id.type,
     ("b_now", "b_owner", "b_until"),
@@ -410,16 +410,18 @@ class Deliverer:
             return []
         now, lease_ends = utcnow(), time.monotonic() + self.config.lease.total_seconds()
         by_id = {job[0].id: job for job in hinted}
+        endpoints = {job[1].id for job in hinted}  # a delivery's endpoint never changes: the hint's is the row's
         async with self.db.direct() as tx:
             await scope.unscoped(tx)
             # One order for every process: no deadlock between two leases.
             rows = await _LEASE_BY_ID.rows(tx, sorted(by_id), now, self.node_id, now + self.config.lease)
-            await self._refresh_targets(tx, {row[1] for row in rows}, now)
+            await self._refresh_targets(tx, endpoints, now)
+        fresh = {endpoint_id: self.targets.get(endpoint_id) for endpoint_id in endpoints}
         jobs = []
-        for delivery_id, endpoint_id, attempt_count, due_at in rows:  # by position, as in ``returning``
-            target = self.targets.get(endpoint_id)
+        for delivery_id, attempt_count, due_at in rows:  # by position, as in ``returning``
+            delivery = by_id[delivery_id][0]
+            target = fresh[delivery.endpoint_id]
             if target is not None:  # (an endpoint deleted meanwhile: its lease runs out with it)
-                delivery = by_id[delivery_id][0]
                 delivery.attempt_count = attempt_count  # (attempted and due again since it was written?)
                 delivery.due_at = due_at
                 delivery.lease_ends = lease_ends
