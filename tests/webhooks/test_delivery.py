@@ -30,9 +30,10 @@ from tenantry.ratelimit.gcra import Rate
 from tenantry.settings import Settings
 from tenantry.webhooks import fanout
 from tenantry.webhooks.delivery import Deliverer
-from tenantry.webhooks.models import Delivery, Endpoint
+from tenantry.webhooks.models import Attempt, Delivery, Endpoint
+from tenantry.webhooks.sending import Outcome
 from tenantry.webhooks.signing import Signer
-from tenantry.webhooks.work import Claimed, Target
+from tenantry.webhooks.work import Claimed, Result, Target
 from tests.factories.tenancy import Org, create_org, create_team
 from tests.statements import WRITER, recorded
 from tests.webhooks.receiver import Receiver, answer, in_turn
@@ -553,3 +554,48 @@ async def test_a_backlog_is_leased_by_id_and_what_another_process_took_meanwhile
     assert len(sent) == 7
     assert not {str(r.event_id) for r in taken} & set(sent)
     assert leases_by_id, "the backlog was not leased by id"
+
+
+async def test_results_settle_only_the_deliveries_this_process_still_holds(
+    client: httpx.AsyncClient, receiver: Receiver, platform: Platform
+) -> None:
+    """Successes are settled together, in one statement per batch: one whose lease ran out and was taken by
+    another process meanwhile must be left to that process (pending, its count untouched), the others settled
+    with one more attempt each. Every attempt made is logged all the same."""
+    org = await create_org(client)
+    endpoint = await add_endpoint(client, org, receiver.url("/ok"), event_types=TESTS)  # hears nothing here
+    deliverer, now = platform.deliverer, utcnow()
+    async with platform.db.transaction() as tx:
+        await scope.unscoped(tx)
+        row = (await tx.execute(select(Endpoint).where(Endpoint.id == uuid.UUID(endpoint["id"])))).scalar_one()
+        target = deliverer.targets.put(row, now)
+        made = [
+            Delivery(
+                org_id=row.org_id, endpoint_id=row.id, event_id=uuid.uuid4(), event_type="team.created",
+                payload="{}", attempt_count=count, next_attempt_at=now, created_at=now,
+                locked_by=deliverer.node_id, locked_until=now + timedelta(minutes=1),
+            )
+            for count in (0, 2, 0)
+        ]  # fmt: skip
+        tx.add_all(made)
+    ours, retried, taken = made
+    async with platform.db.transaction() as tx:  # another process takes the third (its lease ran out, say)
+        await scope.unscoped(tx)
+        await tx.execute(update(Delivery).where(Delivery.id == taken.id).values(locked_by="another"))
+    for delivery in made:
+        claimed = Claimed(
+            delivery.id, row.org_id, row.id, delivery.event_id, b"{}", delivery.attempt_count, False, now, 0.0
+        )
+        deliverer.ledger.record(Result(claimed, target, Outcome(utcnow(), 204, 3)))
+    await deliverer.ledger.flush()
+
+    async with platform.db.read() as session:
+        await scope.unscoped(session)
+        found = {d.id: d for d in (await session.scalars(select(Delivery).where(Delivery.endpoint_id == row.id)))}
+        logged = (await session.scalars(select(Attempt.delivery_id).where(Attempt.org_id == row.org_id))).all()
+    assert (found[ours.id].status, found[ours.id].attempt_count, found[ours.id].locked_by) == ("succeeded", 1, None)
+    assert found[ours.id].finished_at is not None
+    assert (found[retried.id].status, found[retried.id].attempt_count) == ("succeeded", 3)
+    assert (found[taken.id].status, found[taken.id].attempt_count) == ("pending", 0)
+    assert (found[taken.id].locked_by, found[taken.id].finished_at) == ("another", None)
+    assert sorted(logged) == sorted(d.id for d in made)

@@ -53,6 +53,25 @@ _SETTLE = Bulk(
     ),
     ("b_id", "b_owner", "b_status", "b_count", "b_next", "b_finished"),
 )
+# Deliveries that succeeded (most of them), settled in one statement per batch rather than one execution each:
+# about 1.8 µs of SQLite's time less per delivery. The count goes up in the row itself: only a delivery still
+# leased to this process is settled, and nobody else writes one while it is.
+_SUCCEEDED_ALL = Listing(
+    lambda ids: (
+        update(Delivery.__table__)  # type: ignore[arg-type]
+        .where(_DELIVERY.id.in_(ids), _DELIVERY.locked_by == bindparam("b_owner"))
+        .values(
+            status=SUCCEEDED,
+            attempt_count=_DELIVERY.attempt_count + 1,
+            next_attempt_at=None,
+            finished_at=bindparam("b_finished"),
+            locked_by=None,
+            locked_until=None,
+        )
+    ),
+    _DELIVERY.id.type,
+    ("b_owner", "b_finished"),
+)
 # An endpoint that answered well is no longer failing: one statement for every such endpoint of a batch (it
 # changes nothing, the usual case, unless the endpoint had been failing).
 _ENDPOINT = Endpoint.__table__.c
@@ -134,30 +153,33 @@ class Ledger:
             results = [r for r in results if r.delivery.id in alive]
         attempts: list[tuple[Any, ...]] = []
         changes: list[tuple[Any, ...]] = []
-        sent = failed = 0
+        succeeded: list[uuid.UUID] = []
         for result in results:
             attempt, change = self._settle(result, now)
             if attempt is not None:
                 attempts.append(attempt)
-                sent += 1
-                failed += change[2] != SUCCEEDED
-            changes.append(change)
+            if change is None:
+                succeeded.append(result.delivery.id)
+            else:
+                changes.append(change)
         await _LOG.run(tx, attempts)
+        await _SUCCEEDED_ALL.run(tx, succeeded, self.node_id, now)
         await _SETTLE.run(tx, changes)
         await self._update_endpoints(tx, results, now)
-        _SUCCEEDED.inc(sent - failed)
-        _FAILED.inc(failed)
+        _SUCCEEDED.inc(len(succeeded))
+        _FAILED.inc(len(attempts) - len(succeeded))
 
-    def _settle(self, result: Result, now: datetime) -> tuple[tuple[Any, ...] | None, tuple[Any, ...]]:
-        """The attempt to log (``_LOG``'s values) and the delivery's next state (``_SETTLE``'s)."""
+    def _settle(self, result: Result, now: datetime) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
+        """The attempt to log (``_LOG``'s values) and the delivery's next state (``_SETTLE``'s; None: succeeded,
+        settled with the others that did)."""
         delivery, outcome = result.delivery, result.outcome
         if outcome is None:  # handed back unsent: due again after the postponement
             due = now + timedelta(seconds=result.postpone)
             return None, (delivery.id, self.node_id, PENDING, delivery.attempt_count, due, None)
         count = delivery.attempt_count + 1
-        change: tuple[Any, ...]
+        change: tuple[Any, ...] | None
         if outcome.succeeded:
-            change = (delivery.id, self.node_id, SUCCEEDED, count, None, now)
+            change = None
         elif outcome.status == 410 or delivery.is_one_shot or count > len(self.config.retry_delays):
             FAILURES.inc()
             change = (delivery.id, self.node_id, FAILED, count, None, now)
