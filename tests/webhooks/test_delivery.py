@@ -11,25 +11,29 @@ import asyncio
 import base64
 import dataclasses
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from tenantry.core.clock import utcnow
-from tenantry.db import scope
+from tenantry.db import migrate, scope
 from tenantry.events.models import OutboxEvent
 from tenantry.identity.sealing import Sealer
 from tenantry.platform import Platform
 from tenantry.ratelimit.gcra import Rate
 from tenantry.settings import Settings
 from tenantry.webhooks import fanout
-from tenantry.webhooks.delivery import Deliverer
+from tenantry.webhooks.delivery import Deliverer, _claimable
 from tenantry.webhooks.models import Attempt, Delivery, Endpoint
 from tenantry.webhooks.sending import Outcome
 from tenantry.webhooks.signing import Signer
@@ -599,3 +603,27 @@ async def test_results_settle_only_the_deliveries_this_process_still_holds(
     assert (found[taken.id].status, found[taken.id].attempt_count) == ("pending", 0)
     assert (found[taken.id].locked_by, found[taken.id].finished_at) == ("another", None)
     assert sorted(logged) == sorted(d.id for d in made)
+
+
+def test_claims_find_due_deliveries_through_the_due_index_of_pending_ones(tmp_path: Path) -> None:
+    """The due index holds pending deliveries only; a claim uses it only if it says ``status = 'pending'`` as the
+    index does (a bound parameter would not match it, and every claim would scan the whole log)."""
+    migrate.upgrade(f"sqlite+aiosqlite:///{tmp_path / 'plan.db'}")
+    due = and_(Deliverer._due(cast(Deliverer, _NoneHeld()), utcnow()), Delivery.endpoint_id.not_in([uuid.uuid4()]))
+    for query in (_claimable(due, 200), select(Delivery.id).where(due).limit(1)):
+        compiled = query.compile(
+            dialect=sqlite_dialect(paramstyle="qmark"), compile_kwargs={"render_postcompile": True}
+        )
+        unbound = (None,) * len(compiled.positiontup or ())  # a plan does not depend on their values
+        with sqlite3.connect(tmp_path / "plan.db") as connection:
+            plan = " ".join(str(row[-1]) for row in connection.execute(f"EXPLAIN QUERY PLAN {compiled}", unbound))
+        assert "USING INDEX ix_webhooks_delivery_due" in plan, plan
+
+
+class _NoneHeld:
+    """A deliverer holding nothing: every endpoint has room (what ``Deliverer._due`` asks of one)."""
+
+    senders = SimpleNamespace(endpoints=set)
+
+    def _room(self, _endpoint_id: uuid.UUID) -> int:
+        return 1

@@ -22,7 +22,7 @@ _OUTBOX = OutboxEvent.__table__
 def _copy(dialect: Dialect) -> ClauseElement:
     """An audit entry copied from its outbox row by the database (only what it is about comes from Python): the
     event's data, times and ids are not read back, converted and written again. An event handed over twice is
-    written once (its unique ``event_id``)."""
+    written once: the entry's id is the event's."""
     copied = select(
         _OUTBOX.c.event_id, _OUTBOX.c.event_id, _OUTBOX.c.org_id, _OUTBOX.c.type, _OUTBOX.c.actor_type,
         _OUTBOX.c.actor_id, bindparam("target_type", type_=String), bindparam("target_id", type_=String),

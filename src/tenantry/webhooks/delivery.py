@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 import structlog
 from prometheus_client import Histogram
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import String, and_, bindparam, literal_column, or_, select, update
 
 from tenantry.core.clock import utcnow
 from tenantry.db import scope
@@ -55,6 +55,7 @@ LAG = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 _DELIVERY = Delivery.__table__.c
+_PENDING = literal_column(f"'{PENDING}'", String())
 CLAIM_QUIET = 0.05  # seconds
 HINTS = 10_000  # fresh deliveries remembered for leasing by id, at most
 HINT_BYTES = 32 * 1024 * 1024  # and at most this much of their bodies
@@ -95,6 +96,18 @@ _ENDPOINTS_BY_ID = Listing(
     _ENDPOINT.id.type,
     row=EndpointRow._make,
 )
+
+
+def _claimable(due: Any, limit: int) -> Any:
+    """Up to ``limit`` deliveries meeting ``due`` (``Deliverer._due``) of enabled endpoints, the longest due first."""
+    return (
+        select(Delivery.id, Delivery.endpoint_id)
+        .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
+        .where(due, Endpoint.is_enabled.is_(True))
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(of=Delivery, skip_locked=True)
+    )
 
 
 class Deliverer:
@@ -349,7 +362,7 @@ class Deliverer:
     def _due(self, now: datetime) -> Any:
         full = [e for e in self.senders.endpoints() if self._room(e) <= 0]
         condition = and_(
-            Delivery.status == PENDING,
+            Delivery.status == _PENDING,  # written out, as the due index's condition is
             Delivery.next_attempt_at <= now,
             or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
         )
@@ -366,14 +379,7 @@ class Deliverer:
                     return []
         async with self.db.transaction() as tx:
             await scope.unscoped(tx)
-            query = (
-                select(Delivery.id, Delivery.endpoint_id)
-                .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-                .where(due, Endpoint.is_enabled.is_(True))
-                .order_by(Delivery.next_attempt_at)
-                .limit(limit)
-                .with_for_update(of=Delivery, skip_locked=True)
-            )
+            query = _claimable(due, limit)
             connection = await tx.connection()  # Core rows, without the ORM's result machinery
             ids = self._within_room((await connection.execute(query)).all())
             if not ids:
