@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 from sqlalchemy import and_, select, update
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
@@ -33,7 +34,7 @@ from tenantry.platform import Platform
 from tenantry.ratelimit.gcra import Rate
 from tenantry.settings import Settings
 from tenantry.webhooks import fanout
-from tenantry.webhooks.delivery import Deliverer, _claimable
+from tenantry.webhooks.delivery import Deliverer, Lags, _claimable
 from tenantry.webhooks.models import Attempt, Delivery, Endpoint
 from tenantry.webhooks.sending import Outcome
 from tenantry.webhooks.signing import Signer
@@ -627,3 +628,38 @@ class _NoneHeld:
 
     def _room(self, _endpoint_id: uuid.UUID) -> int:
         return 1
+
+
+async def test_every_attempt_is_counted_in_the_lag_histogram_and_scraped_as_prometheus_reads_one(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """``tenantry_webhook_lag_seconds`` is counted by hand (not prometheus_client's Histogram): its exposition must
+    still be a histogram's, buckets cumulative up to ``+Inf``, which is the count."""
+    name = "tenantry_webhook_lag_seconds"
+    before = REGISTRY.get_sample_value(f"{name}_count") or 0.0
+    org = await create_org(client)
+    endpoint = await add_endpoint(client, org, receiver.url("/lag"), event_types=TESTS)
+    for _ in range(3):
+        await client.post(org.path(f"/webhooks/{endpoint['id']}/test"), headers=org.owner.headers)
+    await settled(client, org, endpoint, 3)
+
+    count = REGISTRY.get_sample_value(f"{name}_count")
+    assert count == before + 3
+    buckets = [REGISTRY.get_sample_value(f"{name}_bucket", {"le": le}) for le in ("0.005", "1.0", "300.0", "+Inf")]
+    assert buckets == sorted(buckets)  # cumulative
+    assert buckets[-1] == count
+    assert (REGISTRY.get_sample_value(f"{name}_sum") or 0.0) >= 0.0
+    text = generate_latest(REGISTRY).decode()
+    assert f"# TYPE {name} histogram" in text
+    assert f'{name}_bucket{{le="2.5"}}' in text
+
+
+def test_the_lag_histogram_puts_each_lag_in_the_first_bucket_it_is_at_most() -> None:
+    lags = Lags()
+    for seconds in (0.0, 0.005, 0.0051, 1.0, 299.0, 301.0, 10_000.0):
+        lags.observe(seconds)
+    (family,) = lags.collect()
+    cumulative = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert (cumulative["0.005"], cumulative["0.01"], cumulative["1.0"], cumulative["300.0"]) == (2, 3, 4, 5)
+    assert cumulative["+Inf"] == 7
+    assert next(s.value for s in family.samples if s.name.endswith("_sum")) == pytest.approx(10_601.0101)

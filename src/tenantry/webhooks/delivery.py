@@ -20,17 +20,21 @@ platform's limiter, shared by the fleet when that runs on Redis.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 import structlog
-from prometheus_client import Histogram
+from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import String, and_, bindparam, literal_column, or_, select, update
 
 from tenantry.core.clock import utcnow
@@ -49,11 +53,38 @@ from tenantry.webhooks.work import Claimed, DeliveryConfig, Job, Result, Target,
 
 log = structlog.get_logger(__name__)
 
-LAG = Histogram(
-    "tenantry_webhook_lag_seconds",
-    "From when a delivery was due to when its attempt started.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-)
+
+class Lags:
+    """``tenantry_webhook_lag_seconds``: from when a delivery was due to when its attempt started, a histogram
+    counted in a plain list and read when scraped. prometheus_client's ``Histogram`` takes two locks and walks
+    its buckets in Python on every observation (about 2 µs of the event loop's time per delivery); only the
+    event loop's thread observes here, so a bisection and two additions do."""
+
+    NAME = "tenantry_webhook_lag_seconds"
+    BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)  # per bucket, not cumulative; the last is beyond every bound
+        self.sum = 0.0
+        self._labels = [str(floatToGoString(bound)) for bound in (*self.BOUNDS, math.inf)]  # type: ignore[no-untyped-call]
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BOUNDS, seconds)] += 1  # the first bound it is at most
+        self.sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        buckets, below = [], 0
+        for label, count in zip(self._labels, list(self.counts), strict=True):
+            below += count
+            buckets.append((label, below))
+        yield HistogramMetricFamily(
+            self.NAME, "From when a delivery was due to when its attempt started.", buckets=buckets, sum_value=self.sum
+        )
+
+
+LAGS = Lags()
+REGISTRY.register(LAGS)  # module level: registered once per process
+
 _DELIVERY = Delivery.__table__.c
 _PENDING = literal_column(f"'{PENDING}'", String())
 CLAIM_QUIET = 0.05  # seconds
@@ -465,13 +496,12 @@ class Deliverer:
                 self.ledger.record(Result(delivery, target, None, postpone=wait))
                 return
             await asyncio.sleep(wait)  # then ask again: others waiting beside it may take the turn
-        LAG.observe(max(0.0, (utcnow() - delivery.due_at).total_seconds()))
-        if not target.signer:  # nothing to sign with: an attempt that fails without a request, logged and retried
+        if target.signer:
+            request = Request(target.url, str(delivery.event_id), delivery.payload, target.signer, target.headers)
+            outcome = await send(self.session, request, deadlines=self.deadlines, body_limit=self.config.body_limit)
+        else:  # nothing to sign with: an attempt that fails without a request, logged and retried
             outcome = Outcome(utcnow(), None, 0, error=UNSIGNABLE)
-            self.ledger.record(Result(delivery, target, outcome))
-            return
-        request = Request(target.url, str(delivery.event_id), delivery.payload, target.signer, target.headers)
-        outcome = await send(self.session, request, deadlines=self.deadlines, body_limit=self.config.body_limit)
+        LAGS.observe(max(0.0, (outcome.at - delivery.due_at).total_seconds()))  # ``at``: when the attempt started
         self.ledger.record(Result(delivery, target, outcome))
 
     async def _rate_wait(self, target: Target) -> float:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 import aiohttp
 
@@ -30,8 +31,10 @@ USER_AGENT = f"Tenantry-Webhooks/{__version__}"
 MAX_RETRY_AFTER = 24 * 3600.0  # a receiver asking for more is asked again in a day
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """What one request sends (a tuple: made once per attempt, and a frozen dataclass's fields cost a
+    microsecond to set)."""
+
     url: str
     msg_id: str
     body: bytes
