@@ -139,13 +139,40 @@ class Senders:
                 await self._deliver(job)
             except Exception as exc:  # the delivery's lease runs out, and it is sent again
                 log.error("webhooks.delivery_crashed", error=repr(exc))
-            finally:
+            except BaseException:  # cancelled (a stop cut short): its slot is freed, nothing more is taken
                 self._release(endpoint_id)
-            job = self._next()
+                raise
+            job = self._follow(endpoint_id) or self._next()
             if job is None:
                 waiter: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
                 self._idle.append(waiter)
                 job = await waiter
+
+    def _follow(self, endpoint_id: uuid.UUID) -> Job | None:
+        """A request to ``endpoint_id`` is done: its slot goes to the endpoint's next queued delivery, when that is
+        where ``_next`` would give it, without giving the slot up and taking it again (the usual case: a backlog).
+
+        Below the overall cap, every delivery queued is queued for want of a slot of its own endpoint (one with a
+        free slot would have started): the slot freed can only go to this endpoint's next. At the cap, it is
+        released, and ``_next`` chooses among every endpoint."""
+        queue = self._queued.get(endpoint_id)
+        if queue is None or self.in_flight >= self.concurrency or self._busy[endpoint_id] > self.per_endpoint:
+            self._release(endpoint_id)  # (over its cap: the cap was lowered meanwhile)
+            return None
+        latest = time.monotonic() + self.timeout + 2.0
+        while queue:
+            job = queue.popleft()
+            self.queued -= 1
+            if job[0].lease_ends >= latest:
+                if not queue:
+                    del self._queued[endpoint_id]
+                self._done.set()
+                self._released(endpoint_id)
+                return job
+            self._hand_back(job)  # held so long its request could outlast its lease (as ``_next`` does)
+        del self._queued[endpoint_id]
+        self._release(endpoint_id)
+        return None
 
     def _release(self, endpoint_id: uuid.UUID) -> None:
         self.in_flight -= 1
