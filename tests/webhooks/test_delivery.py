@@ -34,7 +34,7 @@ from tenantry.platform import Platform
 from tenantry.ratelimit.gcra import Rate
 from tenantry.settings import Settings
 from tenantry.webhooks import fanout
-from tenantry.webhooks.delivery import Deliverer, Lags, _claimable
+from tenantry.webhooks.delivery import _LEASE_BY_ID, Deliverer, Lags, _claimable
 from tenantry.webhooks.models import Attempt, Delivery, Endpoint
 from tenantry.webhooks.sending import Outcome
 from tenantry.webhooks.signing import Signer
@@ -619,6 +619,17 @@ def test_claims_find_due_deliveries_through_the_due_index_of_pending_ones(tmp_pa
         with sqlite3.connect(tmp_path / "plan.db") as connection:
             plan = " ".join(str(row[-1]) for row in connection.execute(f"EXPLAIN QUERY PLAN {compiled}", unbound))
         assert "USING INDEX ix_webhooks_delivery_due" in plan, plan
+
+
+def test_a_lease_by_id_finds_each_delivery_by_its_key_whatever_the_backlog(tmp_path: Path) -> None:
+    """A backlog's lease by id must look its deliveries up by their key: planned on the due index or on the
+    endpoint's, it read every due delivery, or every enabled endpoint's row for every id, on each lease."""
+    migrate.upgrade(f"sqlite+aiosqlite:///{tmp_path / 'plan.db'}")
+    compiled = _LEASE_BY_ID._statements[256].compiled(sqlite_dialect(paramstyle="qmark"))
+    with sqlite3.connect(tmp_path / "plan.db") as connection:
+        unbound = (None,) * compiled.sql.count("?")
+        steps = [str(row[-1]) for row in connection.execute(f"EXPLAIN QUERY PLAN {compiled.sql}", unbound)]
+    assert steps[0] == "SEARCH webhooks_delivery USING INDEX sqlite_autoindex_webhooks_delivery_1 (id=?)", steps
 
 
 class _NoneHeld:

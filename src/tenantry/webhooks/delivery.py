@@ -104,7 +104,10 @@ _CLAIMED_COLUMNS = (
     _DELIVERY.is_one_shot,
     _DELIVERY.next_attempt_at,
 )
-# Hinted deliveries leased by id: those still due, unleased and of an enabled endpoint.
+# Hinted deliveries leased by id: those still due, unleased and of an enabled endpoint. The endpoint is checked
+# row by row (EXISTS): given ``endpoint_id IN (enabled endpoints)`` instead, SQLite planned the whole statement
+# on an index of the endpoint (one lookup per endpoint and id) or on the due index (every due delivery read),
+# rather than on the ids' own key.
 _LEASE_BY_ID = Listing(
     lambda ids: (
         update(Delivery.__table__)  # type: ignore[arg-type]
@@ -113,7 +116,7 @@ _LEASE_BY_ID = Listing(
             _DELIVERY.status == PENDING,
             _DELIVERY.next_attempt_at <= bindparam("b_now"),
             or_(_DELIVERY.locked_until.is_(None), _DELIVERY.locked_until < bindparam("b_now")),
-            _DELIVERY.endpoint_id.in_(select(Endpoint.id).where(Endpoint.is_enabled.is_(True)).scalar_subquery()),
+            select(Endpoint.id).where(Endpoint.id == _DELIVERY.endpoint_id, Endpoint.is_enabled.is_(True)).exists(),
         )
         .values(locked_by=bindparam("b_owner"), locked_until=bindparam("b_until"))
         .returning(_DELIVERY.id, _DELIVERY.attempt_count, _DELIVERY.next_attempt_at)
