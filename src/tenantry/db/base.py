@@ -44,7 +44,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], datetime | None] | None:
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
-        inherited = super().result_processor(dialect, coltype)
+        inherited = super().result_processor(dialect, coltype)  # SQLAlchemy's reading, then this decorator's
         assert inherited is not None
 
         def read(value: Any) -> datetime | None:
@@ -60,7 +60,7 @@ class UTCDateTime(TypeDecorator[datetime]):
                 else:
                     if read.tzinfo is not None:  # (a date alone reads as a naive midnight)
                         return read
-            return self.process_result_value(inherited(value), dialect)
+            return inherited(value)  # the impl's reading, then ``process_result_value``
 
         return read
 

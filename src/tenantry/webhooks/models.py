@@ -55,8 +55,8 @@ class Delivery(Base):
         # The dispatcher hands events over at least once: a second fan-out of an event is a no-op.
         UniqueConstraint("endpoint_id", "event_id", name="uq_webhooks_delivery_endpoint_event"),
         # What is due, in the order it fell due: pending deliveries only (finished ones, most rows of a long-lived
-        # log, are not in it, and settling one takes its entry out rather than moving it). Queries use it by
-        # saying ``PENDING_ONLY`` in so many words (a bound parameter would not match the index's condition).
+        # log, are not in it, and settling one takes its entry out rather than moving it). A query uses it only if
+        # it says status = 'pending' literally (a bound parameter does not match the condition): see the claims'.
         Index("ix_webhooks_delivery_due", "next_attempt_at", sqlite_where=PENDING_ONLY, postgresql_where=PENDING_ONLY),
         Index("ix_webhooks_delivery_endpoint", "endpoint_id", "id"),
     )
