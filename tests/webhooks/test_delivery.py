@@ -17,13 +17,12 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY, generate_latest
-from sqlalchemy import and_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from tenantry.core.clock import utcnow
@@ -34,7 +33,7 @@ from tenantry.platform import Platform
 from tenantry.ratelimit.gcra import Rate
 from tenantry.settings import Settings
 from tenantry.webhooks import fanout
-from tenantry.webhooks.delivery import _LEASE_BY_ID, Deliverer, Lags, _claimable
+from tenantry.webhooks.delivery import _LEASE_BY_ID, Deliverer, Lags, _claimable, _due
 from tenantry.webhooks.models import Attempt, Delivery, Endpoint
 from tenantry.webhooks.sending import Outcome
 from tenantry.webhooks.signing import Signer
@@ -610,7 +609,7 @@ def test_claims_find_due_deliveries_through_the_due_index_of_pending_ones(tmp_pa
     """The due index holds pending deliveries only; a claim uses it only if it says ``status = 'pending'`` as the
     index does (a bound parameter would not match it, and every claim would scan the whole log)."""
     migrate.upgrade(f"sqlite+aiosqlite:///{tmp_path / 'plan.db'}")
-    due = and_(Deliverer._due(cast(Deliverer, _NoneHeld()), utcnow()), Delivery.endpoint_id.not_in([uuid.uuid4()]))
+    due = _due(utcnow(), full=[uuid.uuid4()])  # an endpoint full here: claims look past its deliveries
     for query in (_claimable(due, 200), select(Delivery.id).where(due).limit(1)):
         compiled = query.compile(
             dialect=sqlite_dialect(paramstyle="qmark"), compile_kwargs={"render_postcompile": True}
@@ -630,15 +629,6 @@ def test_a_lease_by_id_finds_each_delivery_by_its_key_whatever_the_backlog(tmp_p
         unbound = (None,) * compiled.sql.count("?")
         steps = [str(row[-1]) for row in connection.execute(f"EXPLAIN QUERY PLAN {compiled.sql}", unbound)]
     assert steps[0] == "SEARCH webhooks_delivery USING INDEX sqlite_autoindex_webhooks_delivery_1 (id=?)", steps
-
-
-class _NoneHeld:
-    """A deliverer holding nothing: every endpoint has room (what ``Deliverer._due`` asks of one)."""
-
-    senders = SimpleNamespace(endpoints=set)
-
-    def _room(self, _endpoint_id: uuid.UUID) -> int:
-        return 1
 
 
 async def test_every_attempt_is_counted_in_the_lag_histogram_and_scraped_as_prometheus_reads_one(

@@ -37,8 +37,11 @@ class Recorder:
         self.in_flight[endpoint] -= 1
         self.finished.append(name)
 
-    def finish(self, name: str) -> None:
-        self._gates.setdefault(name, asyncio.Event()).set()
+    async def finish(self, *names: str) -> None:
+        """Let each named request finish in turn, and what that starts start."""
+        for name in names:
+            self._gates.setdefault(name, asyncio.Event()).set()
+            await _settle()
 
     def senders(self, *, concurrency: int, per_endpoint: int) -> Senders:
         return Senders(
@@ -83,9 +86,7 @@ async def test_a_backlog_keeps_its_endpoints_slots_busy_and_never_past_the_caps(
     senders.hold([*_jobs(a, "a", 5), *_jobs(b, "b", 3)])
     await _settle()
     assert recorder.started == ["a1", "a2", "b1"]
-    for name in ("a1", "b1", "a2", "a3", "b2", "a4", "a5", "b3"):
-        recorder.finish(name)
-        await _settle()
+    await recorder.finish("a1", "b1", "a2", "a3", "b2", "a4", "a5", "b3")
     assert sorted(recorder.finished) == ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "b3"]
     assert sorted(recorder.started) == sorted(recorder.finished)  # each exactly once
     assert recorder.most_in_flight[a.id] == 2
@@ -104,13 +105,10 @@ async def test_below_the_overall_cap_a_finished_request_hands_its_slot_to_its_en
     await _settle()
     assert recorder.started == ["a1", "b1"]
     assert (senders.in_flight, senders.queued, senders.held(a.id)) == (2, 3, 3)
-    recorder.finish("a1")
-    await _settle()
+    await recorder.finish("a1")
     assert recorder.started == ["a1", "b1", "a2"]
     assert (senders.in_flight, senders.queued, senders.held(a.id), senders.queued_for(a.id)) == (2, 2, 2, 1)
-    for name in ("b1", "a2", "b2", "a3"):
-        recorder.finish(name)
-        await _settle()
+    await recorder.finish("b1", "a2", "b2", "a3")
     assert recorder.finished == ["a1", "b1", "a2", "b2", "a3"]
     assert recorder.released == [a.id, b.id, a.id, b.id, a.id]  # the deliverer hears of each, passed on or not
     assert recorder.most_in_flight[a.id] == 1
@@ -125,14 +123,11 @@ async def test_a_lowered_cap_holds_back_the_endpoints_next_until_it_is_under_it(
     senders.hold(list(_jobs(a, "a", 3)))
     await _settle()
     senders.per_endpoint = 1  # (tests and operators may lower it while requests are in flight)
-    recorder.finish("a1")
-    await _settle()
+    await recorder.finish("a1")
     assert recorder.started == ["a1", "a2"]  # a3 waits: a2 alone is the endpoint's cap now
-    recorder.finish("a2")
-    await _settle()
+    await recorder.finish("a2")
     assert recorder.started == ["a1", "a2", "a3"]
-    recorder.finish("a3")
-    await _settle()
+    await recorder.finish("a3")
     assert senders.in_flight == 0
     await senders.dismiss()
 
@@ -144,12 +139,10 @@ async def test_a_delivery_held_until_its_request_could_outlast_its_lease_is_hand
     # The second's lease ends in 6 s: the first's request (5 s at most) plus the margin leaves it no time.
     senders.hold([*_jobs(a, "a", 1), *_jobs(a, "short", 1, lease=6.0), *_jobs(a, "late", 1)])
     await _settle()
-    recorder.finish("a1")
-    await _settle()
+    await recorder.finish("a1")
     assert recorder.handed_back == ["short1"]
     assert recorder.started == ["a1", "late1"]
-    recorder.finish("late1")
-    await _settle()
+    await recorder.finish("late1")
     assert (senders.in_flight, senders.queued) == (0, 0)
     await senders.dismiss()
 

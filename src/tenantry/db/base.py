@@ -54,12 +54,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             # delivery. Anything else (a date alone, an offset of its own) is read as before.
             if value.__class__ is str:
                 try:
-                    read = datetime.fromisoformat(value + "+00:00")
+                    parsed = datetime.fromisoformat(value + "+00:00")
                 except ValueError:
                     pass
                 else:
-                    if read.tzinfo is not None:  # (a date alone reads as a naive midnight)
-                        return read
+                    if parsed.tzinfo is not None:  # (a date alone reads as a naive midnight)
+                        return parsed
             return inherited(value)  # the impl's reading, then ``process_result_value``
 
         return read

@@ -132,8 +132,18 @@ _ENDPOINTS_BY_ID = Listing(
 )
 
 
+def _due(now: datetime, *, full: Sequence[uuid.UUID]) -> Any:
+    """Pending deliveries due by ``now`` and not leased, except those of the endpoints that are ``full`` here."""
+    condition = and_(
+        Delivery.status == _PENDING,  # written out, as the due index's condition is
+        Delivery.next_attempt_at <= now,
+        or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+    )
+    return and_(condition, Delivery.endpoint_id.not_in(full)) if full else condition
+
+
 def _claimable(due: Any, limit: int) -> Any:
-    """Up to ``limit`` deliveries meeting ``due`` (``Deliverer._due``) of enabled endpoints, the longest due first."""
+    """Up to ``limit`` deliveries meeting ``due`` (``_due``) of enabled endpoints, the longest due first."""
     return (
         select(Delivery.id, Delivery.endpoint_id)
         .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
@@ -394,13 +404,7 @@ class Deliverer:
         return len(jobs)
 
     def _due(self, now: datetime) -> Any:
-        full = [e for e in self.senders.endpoints() if self._room(e) <= 0]
-        condition = and_(
-            Delivery.status == _PENDING,  # written out, as the due index's condition is
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
-        )
-        return and_(condition, Delivery.endpoint_id.not_in(full)) if full else condition
+        return _due(now, full=[e for e in self.senders.endpoints() if self._room(e) <= 0])
 
     async def unscoped_claim(self, limit: int) -> list[Job]:
         """Lease up to ``limit`` due deliveries of enabled endpoints, none beyond an endpoint's room. Crosses

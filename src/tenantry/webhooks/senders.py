@@ -114,13 +114,7 @@ class Senders:
         for endpoint_id, queue in self._queued.items():
             if self._busy.get(endpoint_id, 0) >= per_endpoint:
                 continue
-            while queue and found is None:
-                job = queue.popleft()
-                self.queued -= 1
-                if job[0].lease_ends < latest:
-                    self._hand_back(job)
-                else:
-                    found = job
+            found = self._first_startable(queue, latest)
             if not queue:
                 emptied.append(endpoint_id)
             if found is not None:
@@ -159,19 +153,25 @@ class Senders:
         if queue is None or self.in_flight >= self.concurrency or self._busy[endpoint_id] > self.per_endpoint:
             self._release(endpoint_id)  # (over its cap: the cap was lowered meanwhile)
             return None
-        latest = time.monotonic() + self.timeout + 2.0
+        job = self._first_startable(queue, time.monotonic() + self.timeout + 2.0)
+        if not queue:
+            del self._queued[endpoint_id]
+        if job is None:
+            self._release(endpoint_id)
+            return None
+        self._done.set()
+        self._released(endpoint_id)
+        return job
+
+    def _first_startable(self, queue: deque[Job], latest: float) -> Job | None:
+        """Take out ``queue``'s first delivery whose lease outlasts ``latest``; those before it, held so long that
+        their request could outlast their lease, are handed back."""
         while queue:
             job = queue.popleft()
             self.queued -= 1
             if job[0].lease_ends >= latest:
-                if not queue:
-                    del self._queued[endpoint_id]
-                self._done.set()
-                self._released(endpoint_id)
                 return job
-            self._hand_back(job)  # held so long its request could outlast its lease (as ``_next`` does)
-        del self._queued[endpoint_id]
-        self._release(endpoint_id)
+            self._hand_back(job)
         return None
 
     def _release(self, endpoint_id: uuid.UUID) -> None:
